@@ -12,7 +12,7 @@ import ast
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-__all__ = ["Flag", "FLAGS", "RunConfig", "ConfigError", "build_run_parser", "config_from_args",
+__all__ = ["Flag", "FLAGS", "FLAG_BY_NAME", "config_to_dict", "RunConfig", "ConfigError", "build_run_parser", "config_from_args",
            "config_from_dict", "parse_adam_betas", "COMM_BACKENDS"]
 
 COMM_BACKENDS = ("device", "horovod", "torchrun", "dist", "dist_sync_device")

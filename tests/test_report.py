@@ -1,0 +1,278 @@
+"""The comparison report (bench.report) from the hand-written runs in tests/fixtures/runs/.
+
+Fixtures: ELECTRA small on v2.0 with seeds 1-3; BERT base (uncased) on v2.0 on
+torch and on mxnet; ALBERT base on v1.1; a truncated results.json ("broken")
+and one without metrics and timing ("partial"). The golden numbers below were
+worked out by hand from those files:
+
+ELECTRA small, fixed EM 70, 71, 73   -> median 71.00, mean 71.33, sample std 1.53
+               fixed F1 73, 74.5, 75 -> median 74.50, mean 74.17, std 1.04
+               tuned EM 71, 72, 72.5 -> median 72.00, mean 71.83, std 0.76
+               tuned F1 74, 75, 76   -> median 75.00, mean 75.00, std 1.00
+               vs GluonNLP fp32 (tuned) 71.36 / 73.96 -> +0.64 / +1.04
+ALBERT base v1.1, 83 / 90 vs GluonNLP 83.57 / 90.37 -> -0.57 / -0.37
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import report
+from bench.references import load_references
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_RUNS = REPO / "tests" / "fixtures" / "runs"
+OUTPUTS = ("README.md", "results.csv", *report.FIGURES)
+
+
+def _generate(out: Path, *runs: Path) -> str:
+    """The whole command: README.md, results.csv and the figures."""
+    argv = ["--out", str(out)] + (["--runs", *map(str, runs)] if runs else [])
+    assert report.main(argv) == 0
+    return (out / "README.md").read_text(encoding="utf-8")
+
+
+def _markdown(out: Path, *runs: Path) -> str:
+    """README.md text only (same code path, without drawing the figures: they take seconds)."""
+    found, skipped = report.collect_runs(runs)
+    return report.build_report(found, skipped, load_references(), out)[0]
+
+
+@pytest.fixture(scope="module")
+def out_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "out"
+    _generate(out, FIXTURE_RUNS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def markdown(out_dir) -> str:
+    return (out_dir / "README.md").read_text(encoding="utf-8")
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+
+
+def table_under(markdown: str, heading: str) -> list[dict[str, str]]:
+    """The first markdown table after a heading, as dicts keyed by column title."""
+    lines = markdown.splitlines()
+    at = next(i for i in range(lines.index(heading), len(lines)) if lines[i].startswith("|"))
+    header = _cells(lines[at])
+    rows = []
+    for line in lines[at + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(header, _cells(line))))
+    return rows
+
+
+def row_of(rows: list[dict], model: str, run: str) -> dict:
+    [row] = [r for r in rows if r["Model"] == model and r["Run (backend · head · dtype)"].startswith(run)]
+    return row
+
+
+def _text(cell: str) -> str:
+    """A cell without its link targets: '[71.00](../x) · 71.33 ± 1.53' -> '71.00 · 71.33 ± 1.53'."""
+    return re.sub(r"\[([^\]]*)\](\([^)]*\)|\[[^\]]*\])", r"\1", cell)
+
+
+# ----------------------------------------------------------------------------- the main tables
+
+def test_several_seeds_show_median_mean_std_and_n(markdown):
+    row = row_of(table_under(markdown, "## SQuAD 2.0 (dev)"), "ELECTRA small", "torch")
+    assert _text(row["Seeds"]) == "3: 1, 2, 3"
+    assert _text(row["EM fixed"]) == "71.00 · 71.33 ± 1.53"
+    assert _text(row["F1 fixed"]) == "74.50 · 74.17 ± 1.04"
+    assert _text(row["EM tuned"]) == "72.00 · 71.83 ± 0.76"
+    assert _text(row["F1 tuned"]) == "75.00 · 75.00 ± 1.00"
+    assert (_text(row["GluonNLP EM"]), _text(row["GluonNLP F1"])) == ("71.36", "73.96")
+    assert (_text(row["Original EM"]), row["Original F1"]) == ("70.1", "—")   # Google gives EM only
+    assert (row["Δ EM"], row["Δ F1"]) == ("+0.64", "+1.04")
+
+
+def test_fixed_and_tuned_thresholds_stay_apart(markdown):
+    rows = table_under(markdown, "## SQuAD 2.0 (dev)")
+    torch_row = row_of(rows, "BERT base (uncased)", "torch")
+    assert [_text(torch_row[c]) for c in ("EM fixed", "F1 fixed", "EM tuned", "F1 tuned")] == [
+        "73.00", "76.00", "73.50", "76.40"]
+    assert (torch_row["Δ EM"], torch_row["Δ F1"]) == ("-0.02", "+0.11")   # tuned vs GluonNLP's tuned
+    v11 = table_under(markdown, "## SQuAD 1.1 (dev)")
+    assert not any("tuned" in column for column in v11[0])
+    albert = row_of(v11, "ALBERT base", "torch")
+    assert (_text(albert["EM"]), _text(albert["F1"]), albert["Δ EM"], albert["Δ F1"]) == (
+        "83.00", "90.00", "-0.57", "-0.37")
+
+
+def test_models_without_runs_say_not_run(markdown):
+    rows = table_under(markdown, "## SQuAD 2.0 (dev)")
+    electra_base = row_of(rows, "ELECTRA base", "not run")
+    assert (_text(electra_base["GluonNLP EM"]), _text(electra_base["Original EM"])) == ("83.8", "80.5")
+    assert electra_base["EM fixed"] == electra_base["Δ EM"] == "—"
+    assert row_of(rows, "DistilBERT base (uncased)", "not run")
+    assert row_of(table_under(markdown, "## SQuAD 1.1 (dev)"), "ELECTRA small", "not run")
+    assert not [r for r in rows if r["Model"] == "ALBERT base" and r["Run (backend · head · dtype)"] != "not run"]
+
+
+def test_numbers_link_to_run_folders_and_sources(out_dir, markdown):
+    row = row_of(table_under(markdown, "## SQuAD 2.0 (dev)"), "ELECTRA small", "torch")
+    seed_links = re.findall(r"\]\(([^)]+)\)", row["Seeds"])
+    assert [(out_dir / link).resolve() for link in seed_links] == [
+        (FIXTURE_RUNS / "electra_small_v2" / f"seed_{s}").resolve() for s in (1, 2, 3)]
+    [median_link] = re.findall(r"\]\(([^)]+)\)", row["EM fixed"])
+    assert (out_dir / median_link).resolve() == (FIXTURE_RUNS / "electra_small_v2").resolve()
+    assert "[71.36][gluonnlp]" in row["GluonNLP EM"]
+    assert "\n[gluonnlp]: https://github.com/dmlc/gluon-nlp/tree/master/scripts/question_answering" in markdown
+    for link in re.findall(r"\]\((\.\.[^)]*)\)", markdown):
+        assert (out_dir / link).exists(), link
+
+
+def test_framework_parity_pairs_backends(markdown):
+    [row] = table_under(markdown, "## Framework parity (torch vs mxnet)")
+    assert (row["Model"], row["SQuAD"]) == ("BERT base (uncased)", "2.0")
+    assert [_text(row[c]) for c in ("EM torch", "EM mxnet", "F1 torch", "F1 mxnet", "samples/s torch",
+                                    "samples/s mxnet")] == ["73.00", "72.80", "76.00", "75.90", "120.50", "100.25"]
+
+
+def test_broken_and_partial_runs_are_listed_and_skipped(markdown):
+    section = markdown.split("## Skipped runs", 1)[1]
+    broken = next(line for line in section.splitlines() if "broken/results.json" in line)
+    partial = next(line for line in section.splitlines() if "partial/results.json" in line)
+    assert "not valid JSON" in broken
+    assert "missing field 'metrics'" in partial and "missing field 'timing'" in partial
+    assert "Runs: 6 in 4 configurations; 2 skipped." in markdown
+
+
+def test_superseded_reference_is_struck_through_not_compared(markdown):
+    rows = table_under(markdown, "### SQuAD 2.0 (dev)")
+    google = [r for r in rows if r["Model"] == "ELECTRA base" and r["Source"] == "Google ELECTRA"]
+    assert sorted(_text(r["EM"]) for r in google) == ["80.5", "~~83.7~~"]
+
+
+# ----------------------------------------------------------------------------- CSV, determinism, figures
+
+def _csv(out_dir: Path) -> dict[tuple, str]:
+    with open(out_dir / "results.csv", newline="", encoding="utf-8") as f:
+        return {(r["section"], r["squad_version"], r["model"], r["variant"], r["quantity"], r["statistic"]):
+                r["value"] for r in csv.DictReader(f)}
+
+
+def test_csv_holds_the_table_numbers(out_dir):
+    table = _csv(out_dir)
+    electra = ("main", "2.0", "google_electra_small", "torch/conditional/float32")
+    assert {stat: table[electra + ("exact_fixed", stat)] for stat in ("median", "mean", "std")} == {
+        "median": "71.0", "mean": "71.3333", "std": "1.5275"}
+    assert table[electra + ("f1_tuned", "std")] == "1.0"
+    assert table[electra + ("f1_minus_gluonnlp", "difference")] == "1.04"
+    assert table[("main", "1.1", "google_albert_base_v2", "torch/conditional/float32", "exact_minus_gluonnlp",
+                  "difference")] == "-0.57"
+    assert table[("parity", "2.0", "google_en_uncased_bert_base", "conditional/float32",
+                  "train_samples_per_second_mxnet", "value")] == "100.25"
+    assert table[("main", "2.0", "google_electra_base", "", "gluonnlp_fp32_exact", "value")] == "83.8"
+
+
+TEXT_COLUMNS = {"Model", "Run (backend · head · dtype)", "Seeds", "SQuAD", "head · dtype", "Source", "Precision",
+                "Threshold", "Note"}
+
+
+def test_every_number_in_the_tables_is_in_the_csv(out_dir, markdown):
+    values = {round(abs(float(v)), 2) for v in _csv(out_dir).values()}
+    headings = [line for line in markdown.splitlines() if line.startswith("## ") or line.startswith("### ")]
+    checked = 0
+    for heading in headings:
+        if not any(l.startswith("|") for l in markdown.split(heading, 1)[1].split("\n#", 1)[0].splitlines()):
+            continue
+        for row in table_under(markdown, heading):
+            for column, cell in row.items():
+                if column not in TEXT_COLUMNS:
+                    for number in re.findall(r"\d+\.\d+", _text(cell)):
+                        assert round(float(number), 2) in values, (number, heading, row)
+                        checked += 1
+    assert checked > 250   # all tables were read, not just the first
+
+
+def test_same_inputs_give_identical_files(out_dir, tmp_path):
+    again = out_dir.parent / "again"
+    _generate(again, FIXTURE_RUNS)
+    for name in OUTPUTS:
+        assert (again / name).read_bytes() == (out_dir / name).read_bytes(), name
+
+
+def test_figures_are_valid_pngs(out_dir):
+    for name in report.FIGURES:
+        data = (out_dir / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82"), name
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        assert width > 300 and height > 200
+        assert b"tEXt" not in data   # no software or date stamp
+
+
+# ----------------------------------------------------------------------------- edge cases
+
+def _copy_run(source: str, target: Path, **changes) -> Path:
+    record = json.loads((FIXTURE_RUNS / source / "results.json").read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split("__")
+        node = record
+        for parent in parents:
+            node = node[parent]
+        node[key] = value
+    target.mkdir(parents=True)
+    (target / "results.json").write_text(json.dumps(record))
+    return target
+
+
+def test_a_rerun_of_a_seed_replaces_the_older_run(tmp_path):
+    _copy_run("albert_base_v1", tmp_path / "runs" / "first")
+    _copy_run("albert_base_v1", tmp_path / "runs" / "second", created="2025-02-01T00:00:00+00:00",
+              metrics__fixed__f1=91.0)
+    text = _markdown(tmp_path / "out", tmp_path / "runs")
+    albert = row_of(table_under(text, "## SQuAD 1.1 (dev)"), "ALBERT base", "torch")
+    assert (_text(albert["Seeds"]), _text(albert["F1"])) == ("1: 100", "91.00")
+    [line] = [l for l in text.split("## Skipped runs")[1].splitlines() if "older run" in l]
+    assert line.index("first/results.json") < line.index("second/results.json")
+
+
+def test_subset_evaluations_are_not_compared(tmp_path):
+    _copy_run("albert_base_v1", tmp_path / "runs" / "smoke", hyperparameters__max_eval_samples=200)
+    text = _markdown(tmp_path / "out", tmp_path / "runs")
+    assert "subset of dev (--max_eval_samples 200)" in text
+    assert row_of(table_under(text, "## SQuAD 1.1 (dev)"), "ALBERT base", "not run")
+
+
+def test_only_results_json_is_read_never_logs_or_folder_names(tmp_path):
+    folder = _copy_run("albert_base_v1", tmp_path / "runs" / "google_electra_large_f1_99.99")
+    (folder / "finetune_squad1.1.log").write_text("{'exact_match': 99.99, 'f1': 99.99}\n")
+    text = _markdown(tmp_path / "out", tmp_path / "runs")
+    albert = row_of(table_under(text, "## SQuAD 1.1 (dev)"), "ALBERT base", "torch")
+    assert (_text(albert["EM"]), _text(albert["F1"])) == ("83.00", "90.00")
+    assert "99.99" not in _text(text.split("## Framework parity")[0])
+
+
+def test_a_folder_of_broken_runs_still_gives_a_report(tmp_path, capsys):
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "results.json").write_text("[1, 2")
+    text = _generate(tmp_path / "out", tmp_path / "runs")
+    assert "Runs: 0 in 0 configurations; 1 skipped." in text
+    assert "No model has been run on both backends" in text
+    assert report.main(["--runs", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_committed_reports_are_what_report_generates_without_runs(tmp_path):
+    markdown, table = report.build_report([], [], load_references(), tmp_path)
+    stale = "is stale: run `squad-bench report` (no --runs) to regenerate it"
+    assert (REPO / "reports" / "README.md").read_text(encoding="utf-8") == markdown, f"reports/README.md {stale}"
+    assert (REPO / "reports" / "results.csv").read_text(encoding="utf-8") == table, f"reports/results.csv {stale}"
+    assert all((REPO / "reports" / name).is_file() for name in report.FIGURES)
+
+
+def test_the_report_modules_never_import_a_framework():
+    code = ("import sys, bench.report, bench.gen_commands, bench.presets, bench.references; "
+            "sys.exit(bool({'torch', 'mxnet'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
