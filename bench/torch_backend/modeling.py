@@ -1,0 +1,538 @@
+"""Pretrained backbones + extractive QA heads for the torch backend.
+
+Loading
+    ``resolve_model_source`` turns ``--model_name`` / ``--model_path`` into a
+    ``ModelSource``: a local Hugging Face folder, or the registry's hub id. The hub
+    is used from the local cache when the model is there (no network touched);
+    otherwise it is probed once, without retries, so a machine without network
+    fails at once with a message naming the hub id and ``--model_path`` instead of
+    retrying for half a minute per file.
+
+Heads (``QAModel``), both restricted to the candidate positions (CLS and context
+tokens; everything else gets ``MASKED_LOGIT``), with scores computed in float32
+so masking is safe under autocast:
+
+``basic``
+    Dropout → Linear(H, 2): independent start/end logits. Loss per window =
+    (CE(start) + CE(end)) / 2 with CLS (index 0) as the label of windows without
+    an answer.
+``conditional`` (default; GluonNLP ``ModelForQAConditionalV1``, ALBERT/XLNet style)
+    log p(start) from Dense(1); log p(end | start) from Dense(H, tanh) → LayerNorm →
+    Dense(1) over concat[h_t; h_start] (the true start in training, each of the top
+    ``start_top_n`` starts at inference); p(answerable) from Dense(H, tanh) →
+    Dropout → Dense(2) over concat[Σ_t p(start=t)·h_t; h_CLS] (class 0 =
+    answerable, class 1 = unanswerable, i.e. the class index is ``is_impossible``).
+    Loss per window = −½(log p_start + log p_end|start) − ½ log p(is_impossible).
+
+    Inference scores are log-probabilities chosen so that for a span (s, e)
+    ``start_top_logit + end_top_logit = log p(s) + log p(e|s) + log p(answerable)
+    = log P(answer is span (s, e))`` and ``null_score = log P(no answer)``. The core
+    then predicts "" iff ``null_score − best span score > --null_score_diff_threshold``:
+    a comparison of two log-probabilities, so the threshold 0 means "the more
+    probable of the two".
+
+The model is kept in float32; the trainer adds autocast. Weights are read only
+from safetensors (or, for hub checkpoints without them, by transformers'
+``torch.load(weights_only=True)``); remote code is never run.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.models import FAMILIES, ModelSpec, get_model_spec
+
+__all__ = ["ModelSource", "ModelSourceError", "QAModel", "BasicHead", "ConditionalHead", "HEADS",
+           "MASKED_LOGIT", "EMBEDDINGS_LAYER", "resolve_model_source", "load_tokenizer", "build_qa_model",
+           "load_backbone", "load_backbone_weights", "layer_index_from_name", "masked_log_softmax",
+           "quantize_dynamic_int8", "SDPA_FAMILIES"]
+
+logger = logging.getLogger(__name__)
+
+HEADS = ("conditional", "basic")
+# Score of a position that may not be an answer boundary: far below any real log-probability, yet
+# finite in float32 so that sums of two masked scores stay finite (no inf - inf = nan downstream).
+MASKED_LOGIT = -1e30
+# backbone_layer_index() of the embedding parameters (below layer 0).
+EMBEDDINGS_LAYER = -1
+# Families whose transformers 5.x model classes declare scaled-dot-product attention support.
+SDPA_FAMILIES = ("bert", "albert", "electra", "mobilebert", "roberta", "distilbert")
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+_TRUE_VALUES = {"1", "on", "yes", "true"}
+_HUB_PROBE_TIMEOUT_S = 10.0
+
+
+class ModelSourceError(RuntimeError):
+    """A model or tokenizer that cannot be located or loaded; the message says what to pass instead."""
+
+
+# ---------------------------------------------------------------------------------------- sources
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a backbone and its tokenizer come from.
+
+    spec:             the registry entry (None for a local folder of a model the registry does not name)
+    path_or_id:       local folder path, or Hugging Face hub id
+    is_local:         True for ``--model_path`` folders
+    local_files_only: load without touching the network (local folders and hub models already cached)
+    """
+    spec: ModelSpec | None
+    path_or_id: str
+    is_local: bool
+    local_files_only: bool = True
+
+    @property
+    def family(self) -> str:
+        """Model family: the folder's config.json ``model_type`` for local folders, else the registry's."""
+        if self.is_local:
+            return _read_model_type(Path(self.path_or_id))
+        return self.spec.family
+
+    @property
+    def input_style(self) -> str:
+        """Input template the checkpoint was pretrained with: "bert" or "roberta" (see bench.models)."""
+        if self.spec is not None and self.spec.family == self.family:
+            return self.spec.input_style
+        return "roberta" if self.family == "roberta" else "bert"
+
+
+def resolve_model_source(model_name: str, model_path: str | None) -> ModelSource:
+    """``--model_path`` (a local HF folder) wins; otherwise the registry's hub id for ``--model_name``."""
+    if model_path:
+        return _local_source(model_name, Path(model_path))
+    return _hub_source(get_model_spec(model_name))
+
+
+def _local_source(model_name: str, folder: Path) -> ModelSource:
+    if not folder.is_dir():
+        raise ModelSourceError(f"--model_path {folder}: not a folder (expected a Hugging Face model folder "
+                               f"with config.json, model.safetensors and tokenizer files)")
+    if not (folder / "config.json").is_file():
+        raise ModelSourceError(f"--model_path {folder}: config.json is missing (expected a Hugging Face "
+                               f"model folder with config.json, model.safetensors and tokenizer files)")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        raise ModelSourceError(f"--model_path {folder}: no weights found (expected model.safetensors)")
+    family = _read_model_type(folder)
+    spec = _registry_spec_or_none(model_name)
+    if spec is not None and spec.family != family:
+        # --model_name keeps its default (an ALBERT) when only --model_path is given: ignore it then.
+        logger.info("--model_path %s holds a %r model; ignoring --model_name %s (%s)", folder, family,
+                    model_name, spec.family)
+        spec = None
+    return ModelSource(spec=spec, path_or_id=str(folder), is_local=True, local_files_only=True)
+
+
+def _registry_spec_or_none(model_name: str) -> ModelSpec | None:
+    try:
+        return get_model_spec(model_name)
+    except KeyError:
+        return None
+
+
+def _read_model_type(folder: Path) -> str:
+    with open(folder / "config.json", encoding="utf-8") as f:
+        return json.load(f).get("model_type", "")
+
+
+def _hub_source(spec: ModelSpec) -> ModelSource:
+    """The hub id, from the cache if it is there, else after one quick reachability probe."""
+    if _is_cached(spec.hub_id):
+        return ModelSource(spec=spec, path_or_id=spec.hub_id, is_local=False, local_files_only=True)
+    if _hub_offline():
+        raise ModelSourceError(_not_available_message(spec, "the hub is disabled (HF_HUB_OFFLINE is set)"))
+    _probe_hub(spec)
+    return ModelSource(spec=spec, path_or_id=spec.hub_id, is_local=False, local_files_only=False)
+
+
+def _hub_offline() -> bool:
+    # Read the environment now: huggingface_hub reads it once at import, which may be too early.
+    return any(os.environ.get(name, "").strip().lower() in _TRUE_VALUES
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _is_cached(hub_id: str) -> bool:
+    """True when the cache holds the config and the weights of ``hub_id``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(hub_id, name), str)
+
+    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
+
+
+def _probe_hub(spec: ModelSpec) -> None:
+    """One HEAD request for config.json, no retries: fail now rather than after minutes of backoff."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    kwargs = {"timeout": _HUB_PROBE_TIMEOUT_S}
+    if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters:
+        kwargs["retry_on_errors"] = False
+    try:
+        get_hf_file_metadata(hf_hub_url(spec.hub_id, "config.json"), **kwargs)
+    except (RepositoryNotFoundError, GatedRepoError) as exc:
+        raise ModelSourceError(_not_available_message(spec, f"the hub refused it ({type(exc).__name__})")) from exc
+    except Exception as exc:  # any transport error (DNS, refused, timeout, proxy) means "unreachable"
+        raise ModelSourceError(_not_available_message(spec, f"the hub is unreachable ({exc})")) from exc
+
+
+def _not_available_message(spec: ModelSpec, reason: str) -> str:
+    return (f"cannot load --model_name {spec.name}: its Hugging Face hub id {spec.hub_id!r} is not in the "
+            f"local cache and {reason}. Either download it where the hub is reachable "
+            f"(`hf download {spec.hub_id} --local-dir DIR`) and pass --model_path DIR, or pass "
+            f"--model_path pointing to a local folder with config.json, model.safetensors and tokenizer files.")
+
+
+def load_tokenizer(source: ModelSource):
+    """The source's fast (Rust) tokenizer; the feature code needs its offset mappings."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source.path_or_id, use_fast=True, trust_remote_code=False,
+                                                  local_files_only=source.local_files_only)
+    except (OSError, ValueError) as exc:
+        raise ModelSourceError(f"cannot load the tokenizer of {source.path_or_id}: {exc} "
+                               f"(pass --model_path to a folder with tokenizer.json)") from exc
+    if not tokenizer.is_fast:
+        raise ModelSourceError(f"{source.path_or_id}: only a slow tokenizer is available "
+                               f"({type(tokenizer).__name__}); a fast tokenizer (tokenizer.json) is required "
+                               f"for character offsets")
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------- backbone
+def load_backbone(source: ModelSource) -> nn.Module:
+    """The pretrained encoder, float32, without pooler, with SDPA attention where supported."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    config = AutoConfig.from_pretrained(source.path_or_id, trust_remote_code=False,
+                                        local_files_only=source.local_files_only)
+    if config.model_type not in FAMILIES:
+        raise ModelSourceError(f"{source.path_or_id}: model type {config.model_type!r} is not supported; "
+                               f"supported families: {', '.join(FAMILIES)}")
+    model_class = MODEL_MAPPING[type(config)]
+    kwargs = {"config": config, "dtype": torch.float32, "local_files_only": source.local_files_only,
+              "attn_implementation": "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"}
+    if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+        kwargs["add_pooling_layer"] = False  # an unused pooler would break DDP (parameters without grads)
+    if source.is_local and (Path(source.path_or_id) / "model.safetensors").is_file():
+        kwargs["use_safetensors"] = True
+    return model_class.from_pretrained(source.path_or_id, **kwargs)
+
+
+def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
+    """Overwrite the backbone's weights with a .safetensors file, requiring exactly matching keys and shapes.
+
+    Keys are the backbone's own (``embeddings.word_embeddings.weight``); a file saved from a
+    whole ``QAModel`` (keys ``backbone.*``) is accepted too.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelSourceError(f"--backbone_path {path}: file not found")
+    if path.suffix != ".safetensors":
+        raise ModelSourceError(f"--backbone_path {path}: expected a .safetensors file (pickled checkpoints "
+                               f"are not loaded: they can run arbitrary code)")
+    state = load_file(str(path))
+    if state and all(key.startswith("backbone.") for key in state):
+        state = {key[len("backbone."):]: value for key, value in state.items()}
+    _check_backbone_state(backbone.state_dict(), state, path)
+    backbone.load_state_dict(state, strict=True)
+
+
+def _check_backbone_state(expected: dict, state: dict, path: Path) -> None:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            problems.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
+    if problems:
+        raise ModelSourceError(f"--backbone_path {path} does not match the backbone: {'; '.join(problems)}")
+
+
+# Parameter-name rules per family: (embedding prefixes, regex whose group 1 is the layer index).
+# ALBERT's index is the layer *group*: its layers share one group's weights.
+_LAYER_RULES = {
+    "bert": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
+    "roberta": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
+    "mobilebert": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
+    "electra": (("embeddings.", "embeddings_project."), r"encoder\.layer\.(\d+)\."),
+    "distilbert": (("embeddings.",), r"transformer\.layer\.(\d+)\."),
+    "albert": (("embeddings.", "encoder.embedding_hidden_mapping_in."), r"encoder\.albert_layer_groups\.(\d+)\."),
+}
+
+
+def layer_index_from_name(family: str, backbone_param_name: str) -> int:
+    """Layer of a backbone parameter (name relative to the backbone): EMBEDDINGS_LAYER or 0..L-1.
+
+    A name no rule covers is an error, so a new family or a renamed module cannot
+    silently escape layer-wise decay or freezing.
+    """
+    if family not in _LAYER_RULES:
+        raise ValueError(f"no layer-name rules for model family {family!r}")
+    embedding_prefixes, layer_pattern = _LAYER_RULES[family]
+    if backbone_param_name.startswith(embedding_prefixes):
+        return EMBEDDINGS_LAYER
+    match = re.match(layer_pattern, backbone_param_name)
+    if match is None:
+        raise ValueError(f"{family} backbone parameter {backbone_param_name!r} matches no layer rule "
+                         f"(embeddings: {', '.join(embedding_prefixes)}; layers: {layer_pattern})")
+    return int(match.group(1))
+
+
+def _accepts_token_types(backbone: nn.Module) -> bool:
+    # DistilBERT has no token types; RoBERTa has a single one (type_vocab_size 1): pass them to neither.
+    forward_params = inspect.signature(backbone.forward).parameters
+    return "token_type_ids" in forward_params and getattr(backbone.config, "type_vocab_size", 0) > 1
+
+
+# ---------------------------------------------------------------------------------------- heads
+def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """log-softmax over the positions where ``mask`` is True, in float32; others get MASKED_LOGIT."""
+    return scores.float().masked_fill(~mask, MASKED_LOGIT).log_softmax(dim)
+
+
+def _gather_positions(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """values (B, L, ...) at positions (B, K) -> (B, K, ...)."""
+    index = positions.view(*positions.shape, *([1] * (values.dim() - 2)))
+    return values.gather(1, index.expand(*positions.shape, *values.shape[2:]))
+
+
+def _topk_padded(values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k along the last axis, always k columns: short rows are padded with (MASKED_LOGIT, index 0)."""
+    available = min(k, values.size(-1))
+    top_values, top_index = values.topk(available, dim=-1)
+    if available < k:
+        pad_shape = (*values.shape[:-1], k - available)
+        top_values = torch.cat([top_values, top_values.new_full(pad_shape, MASKED_LOGIT)], -1)
+        top_index = torch.cat([top_index, top_index.new_zeros(pad_shape)], -1)
+    return top_values, top_index
+
+
+def _init_linear(layer: nn.Linear, std: float) -> None:
+    nn.init.normal_(layer.weight, std=std)
+    nn.init.zeros_(layer.bias)
+
+
+class BasicHead(nn.Module):
+    """Independent start and end scores (BERT's SQuAD head)."""
+
+    def __init__(self, hidden_size: int, dropout: float, init_std: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.span_scores = nn.Linear(hidden_size, 2)
+        _init_linear(self.span_scores, init_std)
+
+    def log_probs(self, hidden: torch.Tensor, candidate_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.span_scores(self.dropout(hidden)).float()
+        return (masked_log_softmax(scores[..., 0], candidate_mask),
+                masked_log_softmax(scores[..., 1], candidate_mask))
+
+    def loss(self, hidden, candidate_mask, starts, ends, is_impossible) -> torch.Tensor:
+        start_lp, end_lp = self.log_probs(hidden, candidate_mask)
+        picked_start = start_lp.gather(1, starts[:, None])[:, 0]
+        picked_end = end_lp.gather(1, ends[:, None])[:, 0]
+        return -0.5 * (picked_start + picked_end)
+
+    def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int) -> dict:
+        # Raw scores (not log-softmax) as BERT's postprocessing expects: null = start[0] + end[0].
+        scores = self.span_scores(self.dropout(hidden)).float().masked_fill(~candidate_mask[..., None],
+                                                                              MASKED_LOGIT)
+        return {"start_logits": scores[..., 0], "end_logits": scores[..., 1]}
+
+
+class ConditionalHead(nn.Module):
+    """Start, end-given-start and answerability (GluonNLP ModelForQAConditionalV1)."""
+
+    def __init__(self, hidden_size: int, dropout: float, init_std: float, layer_norm_eps: float):
+        super().__init__()
+        self.start_scores = nn.Linear(hidden_size, 1)
+        self.end_hidden = nn.Linear(2 * hidden_size, hidden_size)   # over concat[h_t; h_start]
+        self.end_layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.end_scores = nn.Linear(hidden_size, 1)
+        self.answerable_hidden = nn.Linear(2 * hidden_size, hidden_size)  # over concat[E_p(start)[h]; h_CLS]
+        self.answerable_dropout = nn.Dropout(dropout)
+        self.answerable_scores = nn.Linear(hidden_size, 2)  # class 0: answerable, 1: unanswerable
+        for layer in (self.start_scores, self.end_hidden, self.end_scores, self.answerable_hidden,
+                      self.answerable_scores):
+            _init_linear(layer, init_std)
+
+    def start_log_probs(self, hidden: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:
+        """(B, L) float32 log p(start)."""
+        return masked_log_softmax(self.start_scores(hidden)[..., 0], candidate_mask)
+
+    def end_log_probs(self, hidden: torch.Tensor, starts: torch.Tensor, candidate_mask: torch.Tensor) -> torch.Tensor:
+        """(B, K, L) float32 log p(end | start) for each of the K ``starts`` (B, K)."""
+        size = hidden.size(-1)
+        # Dense over concat[h_t; h_s] = W_t h_t + W_s h_s + b: computing the two halves apart avoids
+        # materialising the (B, K, L, 2H) concatenation (same parameters, same result).
+        token_part = F.linear(hidden, self.end_hidden.weight[:, :size], self.end_hidden.bias)      # (B, L, H)
+        start_part = F.linear(_gather_positions(hidden, starts), self.end_hidden.weight[:, size:])  # (B, K, H)
+        features = torch.tanh(token_part[:, None, :, :] + start_part[:, :, None, :])               # (B, K, L, H)
+        scores = self.end_scores(self.end_layer_norm(features))[..., 0]
+        return masked_log_softmax(scores, candidate_mask[:, None, :])
+
+    def answerable_log_probs(self, hidden: torch.Tensor, start_lp: torch.Tensor) -> torch.Tensor:
+        """(B, 2) float32 log p(answerable), log p(unanswerable)."""
+        expected_start = torch.einsum("bl,blh->bh", start_lp.exp().to(hidden.dtype), hidden)
+        features = torch.cat([expected_start, hidden[:, 0]], dim=-1)
+        scores = self.answerable_scores(self.answerable_dropout(torch.tanh(self.answerable_hidden(features))))
+        return scores.float().log_softmax(-1)
+
+    def loss(self, hidden, candidate_mask, starts, ends, is_impossible) -> torch.Tensor:
+        start_lp = self.start_log_probs(hidden, candidate_mask)
+        end_lp = self.end_log_probs(hidden, starts[:, None], candidate_mask)[:, 0]   # teacher forcing
+        answerable_lp = self.answerable_log_probs(hidden, start_lp)
+        picked_start = start_lp.gather(1, starts[:, None])[:, 0]
+        picked_end = end_lp.gather(1, ends[:, None])[:, 0]
+        picked_answerable = answerable_lp.gather(1, is_impossible.long()[:, None])[:, 0]
+        return -0.5 * (picked_start + picked_end) - 0.5 * picked_answerable
+
+    def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int) -> dict:
+        start_lp = self.start_log_probs(hidden, candidate_mask)
+        start_top_logit, start_top_index = _topk_padded(start_lp, start_top_n)
+        end_lp = self.end_log_probs(hidden, start_top_index, candidate_mask)
+        end_top_lp, end_top_index = _topk_padded(end_lp, end_top_n)
+        answerable_lp = self.answerable_log_probs(hidden, start_lp)
+        return {"start_top_index": start_top_index, "start_top_logit": start_top_logit,
+                "end_top_index": end_top_index,
+                # + log p(answerable): start + end logit = log P(answer is this span).
+                "end_top_logit": end_top_lp + answerable_lp[:, 0, None, None],
+                "null_score": answerable_lp[:, 1]}
+
+
+# ---------------------------------------------------------------------------------------- model
+class QAModel(nn.Module):
+    """A pretrained encoder (``self.backbone``) with a span-extraction head (``self.head``).
+
+    ``forward`` (training; what DDP/compile wrap) takes labels and returns the per-window
+    loss; ``predict`` (evaluation, no grad) returns the head's inference scores.
+    """
+
+    def __init__(self, backbone: nn.Module, head: str = "conditional", dropout: float = 0.1):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown --head {head!r}; choose one of {', '.join(HEADS)}")
+        config = backbone.config
+        self.backbone = backbone
+        self.family: str = config.model_type
+        self.head_type: str = head
+        self.uses_token_types: bool = _accepts_token_types(backbone)
+        init_std = getattr(config, "initializer_range", 0.02)
+        if head == "basic":
+            self.head = BasicHead(config.hidden_size, dropout, init_std)
+        else:
+            self.head = ConditionalHead(config.hidden_size, dropout, init_std,
+                                        getattr(config, "layer_norm_eps", 1e-12))
+
+    @property
+    def num_layers(self) -> int:
+        """Independently parameterised encoder layers (ALBERT: layer groups, since its layers share weights)."""
+        config = self.backbone.config
+        return config.num_hidden_groups if self.family == "albert" else config.num_hidden_layers
+
+    def backbone_layer_index(self, param_name: str) -> int | None:
+        """Layer of a parameter named as in ``self.named_parameters()``.
+
+        EMBEDDINGS_LAYER (-1) for embeddings, 0..num_layers-1 for encoder layers, None
+        outside the backbone (the head); a backbone name no rule covers raises ValueError.
+        """
+        if not param_name.startswith("backbone."):
+            return None
+        return layer_index_from_name(self.family, param_name[len("backbone."):])
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """Last hidden states (B, L, H)."""
+        kwargs = {"input_ids": input_ids.long(), "attention_mask": attention_mask.long()}
+        if self.uses_token_types and token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids.long()
+        return self.backbone(**kwargs).last_hidden_state
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, candidate_mask=None,
+                start_positions=None, end_positions=None, is_impossible=None) -> dict:
+        """Training: {"loss": (B,) float32 per-window loss}; the caller averages over the global batch.
+
+        Windows marked ``is_impossible`` are labelled with CLS (index 0) for start and end.
+        ``candidate_mask`` (True for CLS and context tokens) defaults to ``attention_mask``.
+        """
+        if start_positions is None or end_positions is None:
+            raise ValueError("QAModel.forward needs start_positions and end_positions; use predict() "
+                             "for inference")
+        if self.head_type == "conditional" and is_impossible is None:
+            raise ValueError("the conditional head needs is_impossible labels")
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        mask = _candidates(candidate_mask, attention_mask)
+        starts, ends = start_positions.long(), end_positions.long()
+        if is_impossible is not None:
+            impossible = is_impossible.bool()
+            starts, ends = starts.masked_fill(impossible, 0), ends.masked_fill(impossible, 0)
+        else:
+            impossible = torch.zeros_like(starts, dtype=torch.bool)
+        return {"loss": self.head.loss(hidden, mask, starts, ends, impossible)}
+
+    @torch.no_grad()
+    def predict(self, input_ids, attention_mask, token_type_ids=None, candidate_mask=None, *,
+                start_top_n: int = 5, end_top_n: int = 5) -> dict:
+        """Inference scores (float32; indices int64). Call ``model.eval()`` first (dropout).
+
+        basic:       {"start_logits" (B, L), "end_logits" (B, L)}; non-candidates = MASKED_LOGIT
+        conditional: {"start_top_index" (B, K), "start_top_logit" (B, K) = log p(start),
+                      "end_top_index" (B, K, K'), "end_top_logit" (B, K, K') = log p(end|start) + log p(answerable),
+                      "null_score" (B,) = log p(unanswerable)}, K = start_top_n, K' = end_top_n; rows with
+                      fewer candidates than K are padded with (index 0, MASKED_LOGIT).
+        """
+        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        mask = _candidates(candidate_mask, attention_mask)
+        return self.head.predict(hidden, mask, start_top_n, end_top_n)
+
+
+def _candidates(candidate_mask, attention_mask) -> torch.Tensor:
+    mask = candidate_mask if candidate_mask is not None else attention_mask
+    return mask.bool()
+
+
+def build_qa_model(source: ModelSource, head: str = "conditional", dropout: float = 0.1,
+                   backbone_path: str | Path | None = None) -> QAModel:
+    """Pretrained backbone of ``source`` (optionally overwritten by ``backbone_path``) + a fresh QA head."""
+    backbone = load_backbone(source)
+    if backbone_path:
+        load_backbone_weights(backbone, Path(backbone_path))
+    return QAModel(backbone, head=head, dropout=dropout)
+
+
+# ---------------------------------------------------------------------------------------- int8
+def quantize_dynamic_int8(model: QAModel) -> QAModel:
+    """A CPU copy of ``model`` whose backbone Linear layers use dynamic int8 quantization (evaluation only).
+
+    The head stays float32: it is tiny, and the conditional head slices its Dense
+    weight (a quantized Linear has no plain weight tensor).
+    """
+    quantized = copy.deepcopy(model).to("cpu").eval()
+    with warnings.catch_warnings():
+        # torch 2.13 marks torch.ao.quantization deprecated (moving to torchao) but it still works.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")
+        try:
+            from torch.ao.quantization import quantize_dynamic
+        except ImportError as exc:  # gone in some future torch: torchao's quantize_ replaces it
+            raise RuntimeError("--dtype int8 needs torch.ao.quantization.quantize_dynamic, which this torch "
+                               "lacks; evaluate in float32 or bfloat16") from exc
+        quantized.backbone = quantize_dynamic(quantized.backbone, {nn.Linear}, dtype=torch.qint8)
+    return quantized

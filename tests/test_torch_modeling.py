@@ -1,0 +1,286 @@
+"""bench.torch_backend.modeling on tiny random models of all six families, offline."""
+from __future__ import annotations
+
+import copy
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from bench.torch_backend.modeling import (MASKED_LOGIT, ModelSourceError, QAModel, build_qa_model,  # noqa: E402
+                                          load_tokenizer, quantize_dynamic_int8, resolve_model_source)
+from tests.tiny_models import TINY_FAMILIES, encode_qa_batch, tiny_model_dirs  # noqa: E402
+
+QUESTIONS = ["When was the tower built?", "Who designed the bridge over the river?",
+             "What colour is the sky?", "Where is the museum?"]
+CONTEXTS = ["The tower was built in 1889 by a team of engineers for the world fair in the city.",
+            "The bridge over the river was designed by a young architect from the northern province.",
+            "On a clear day the sky is blue, but at sunset it turns orange and then deep red.",
+            "The museum stands in the old town square, next to the cathedral and the town hall."]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The test machines' two cores are shared: one intra-op thread avoids spinning against other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory, roberta_tokenizer_dir):
+    return tiny_model_dirs(tmp_path_factory, roberta_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dirs):
+    """tiny(family, head) -> (fresh QAModel in eval mode, tokenizer); loads each model once per module."""
+    cache = {}
+
+    def get(family: str, head: str = "conditional", dropout: float = 0.1):
+        key = (family, head, dropout)
+        if key not in cache:
+            source = resolve_model_source("unused", str(tiny_dirs[family]))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # the head's init
+                cache[key] = (build_qa_model(source, head=head, dropout=dropout), load_tokenizer(source))
+        model, tokenizer = cache[key]
+        return copy.deepcopy(model).eval(), tokenizer
+    return get
+
+
+def labels(batch: dict) -> dict:
+    """A 3-token answer starting at the second context token of each window; the last window unanswerable."""
+    n = batch["input_ids"].shape[0]
+    candidates = batch["candidate_mask"].clone()
+    candidates[:, 0] = False
+    first_context = candidates.int().argmax(-1)
+    impossible = torch.tensor([False] * (n - 1) + [True])
+    return {"start_positions": (first_context + 1).masked_fill(impossible, 0),
+            "end_positions": (first_context + 3).masked_fill(impossible, 0),
+            "is_impossible": impossible}
+
+
+# ---------------------------------------------------------------------------------------- loading
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_source_family_sdpa_and_layers(family, tiny, tiny_dirs):
+    model, tokenizer = tiny(family)
+    source = resolve_model_source("google_albert_base_v2", str(tiny_dirs[family]))
+    assert source.is_local and source.family == family
+    assert source.input_style == ("roberta" if family == "roberta" else "bert")
+    assert tokenizer.is_fast
+    assert model.family == family and model.head_type == "conditional"
+    assert model.backbone.config._attn_implementation == "sdpa"
+    assert model.num_layers == (1 if family == "albert" else 2)
+    assert not any("pooler" in name for name, _ in model.named_parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_local_folder_errors_name_the_missing_file(tmp_path):
+    with pytest.raises(ModelSourceError, match="not a folder"):
+        resolve_model_source("google_electra_small", str(tmp_path / "nowhere"))
+    with pytest.raises(ModelSourceError, match="config.json"):
+        resolve_model_source("google_electra_small", str(tmp_path))
+
+
+def test_offline_hub_failure_is_immediate_and_helpful(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    started = time.perf_counter()
+    with pytest.raises(ModelSourceError) as error:
+        resolve_model_source("google_electra_small", None)
+    assert time.perf_counter() - started < 5
+    assert "google/electra-small-discriminator" in str(error.value)
+    assert "--model_path" in str(error.value)
+
+
+def test_cached_hub_model_is_used_without_network(monkeypatch, tmp_path, tiny_dirs):
+    import huggingface_hub.constants
+
+    snapshot = tmp_path / "models--google--electra-small-discriminator" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).write_bytes((tiny_dirs["electra"] / name).read_bytes())
+    (tmp_path / "models--google--electra-small-discriminator" / "refs").mkdir()
+    (tmp_path / "models--google--electra-small-discriminator" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    source = resolve_model_source("google_electra_small", None)
+    assert source.path_or_id == "google/electra-small-discriminator"
+    assert source.local_files_only and not source.is_local and source.family == "electra"
+
+
+def test_backbone_path_overrides_weights_with_strict_keys(tmp_path, tiny_dirs):
+    from safetensors.torch import save_file
+
+    source = resolve_model_source("x", str(tiny_dirs["bert"]))
+    state = {k: v.clone() + 1.0 for k, v in build_qa_model(source).backbone.state_dict().items()}
+    save_file(state, str(tmp_path / "backbone.safetensors"))
+    model = build_qa_model(source, backbone_path=tmp_path / "backbone.safetensors")
+    loaded = model.backbone.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    del state["embeddings.word_embeddings.weight"]
+    save_file(state, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ModelSourceError, match="1 missing .*word_embeddings"):
+        build_qa_model(source, backbone_path=tmp_path / "partial.safetensors")
+
+
+# ---------------------------------------------------------------------------------------- heads
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_forward_gives_finite_per_window_loss_for_both_heads(family, tiny):
+    for head in ("conditional", "basic"):
+        model, tokenizer = tiny(family, head)
+        model.train()
+        batch = encode_qa_batch(tokenizer, QUESTIONS, CONTEXTS)
+        loss = model(**batch, **labels(batch))["loss"]
+        assert loss.shape == (4,) and loss.dtype == torch.float32
+        assert torch.isfinite(loss).all() and (loss > 0).all()
+        loss.mean().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), "every parameter gets a gradient"
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_predict_shapes_and_only_candidates_selected(family, tiny):
+    model, tokenizer = tiny(family, "conditional")
+    batch = encode_qa_batch(tokenizer, QUESTIONS, CONTEXTS)
+    out = model.predict(**batch, start_top_n=5, end_top_n=3)
+    assert out["start_top_index"].shape == (4, 5) and out["start_top_index"].dtype == torch.long
+    assert out["start_top_logit"].shape == (4, 5)
+    assert out["end_top_index"].shape == (4, 5, 3) and out["end_top_logit"].shape == (4, 5, 3)
+    assert out["null_score"].shape == (4,)
+    candidates = batch["candidate_mask"]
+    rows = torch.arange(4)
+    assert candidates[rows[:, None], out["start_top_index"]].all()
+    assert candidates[rows[:, None, None], out["end_top_index"]].all()
+
+    model, _ = tiny(family, "basic")
+    out = model.predict(**batch)
+    length = batch["input_ids"].shape[1]
+    assert set(out) == {"start_logits", "end_logits"}
+    for name in ("start_logits", "end_logits"):
+        logits = out[name]
+        assert logits.shape == (4, length) and logits.dtype == torch.float32
+        assert candidates[rows, logits.argmax(-1)].all()
+        assert (logits[~candidates] == MASKED_LOGIT).all()
+
+
+def test_conditional_scores_are_log_probabilities_of_span_and_null(tiny):
+    """With every start and end kept, P(null) + Σ P(span) = 1: null_score vs span scores compare probabilities."""
+    model, tokenizer = tiny("bert", "conditional")
+    batch = encode_qa_batch(tokenizer, QUESTIONS[:2], CONTEXTS[:2])
+    length = batch["input_ids"].shape[1]
+    out = model.predict(**batch, start_top_n=length, end_top_n=length)
+    span_log_probs = out["start_top_logit"][:, :, None] + out["end_top_logit"]
+    total = torch.logsumexp(span_log_probs.flatten(1), -1).exp() + out["null_score"].exp()
+    torch.testing.assert_close(total, torch.ones(2), atol=1e-4, rtol=0)
+
+
+def test_short_windows_pad_top_k(tiny):
+    model, tokenizer = tiny("bert", "conditional")
+    batch = encode_qa_batch(tokenizer, ["Who?"], ["Me."])
+    length = batch["input_ids"].shape[1]
+    out = model.predict(**batch, start_top_n=length + 2, end_top_n=length + 1)
+    assert out["start_top_index"].shape == (1, length + 2)
+    assert out["end_top_index"].shape == (1, length + 2, length + 1)
+    assert (out["start_top_logit"][0, length:] == MASKED_LOGIT).all()
+
+
+@pytest.mark.parametrize("family", ["distilbert", "roberta"])
+def test_token_types_are_dropped_where_unused(family, tiny):
+    model, tokenizer = tiny(family, "basic")
+    assert not model.uses_token_types
+    batch = encode_qa_batch(tokenizer, QUESTIONS[:2], CONTEXTS[:2])
+    noisy = {**batch, "token_type_ids": torch.ones_like(batch["token_type_ids"])}
+    torch.testing.assert_close(model.predict(**batch)["start_logits"], model.predict(**noisy)["start_logits"])
+
+
+def test_token_types_are_used_by_bert(tiny):
+    model, tokenizer = tiny("bert", "basic")
+    assert model.uses_token_types
+    batch = encode_qa_batch(tokenizer, QUESTIONS[:2], CONTEXTS[:2])
+    flipped = {**batch, "token_type_ids": 1 - batch["token_type_ids"]}
+    assert not torch.allclose(model.predict(**batch)["start_logits"], model.predict(**flipped)["start_logits"])
+
+
+def _loss_parts(model: QAModel, batch: dict, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-window loss with labels (start, end), −log p(end | start) recomputed from the head)."""
+    n = batch["input_ids"].shape[0]
+    loss = model(**batch, start_positions=torch.full((n,), start), end_positions=torch.full((n,), end),
+                 is_impossible=torch.zeros(n, dtype=torch.bool))["loss"]
+    hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    end_lp = model.head.end_log_probs(hidden, torch.full((n, 1), start), batch["candidate_mask"])[:, 0, end]
+    return loss, -end_lp
+
+
+def test_conditional_training_feeds_the_true_start(tiny):
+    model, tokenizer = tiny("electra", "conditional")
+    batch = encode_qa_batch(tokenizer, QUESTIONS[:2], CONTEXTS[:2])
+    with torch.no_grad():
+        hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        start_lp = model.head.start_log_probs(hidden, batch["candidate_mask"])
+        answerable_lp = model.head.answerable_log_probs(hidden, start_lp)[:, 0]
+        for start in (12, 13):
+            loss, end_nll = _loss_parts(model, batch, start, 14)
+            # loss = ½(−log p_start − log p_end|start) − ½ log p_answerable; the end is conditioned on `start`.
+            torch.testing.assert_close(loss, 0.5 * (-start_lp[:, start] + end_nll) - 0.5 * answerable_lp)
+        _, end_nll_12 = _loss_parts(model, batch, 12, 14)
+        _, end_nll_13 = _loss_parts(model, batch, 13, 14)
+    assert not torch.allclose(end_nll_12, end_nll_13), "the end loss must depend on the given start"
+
+
+def test_inference_ends_are_conditioned_on_each_top_start(tiny):
+    model, tokenizer = tiny("bert", "conditional")
+    batch = encode_qa_batch(tokenizer, QUESTIONS, CONTEXTS)
+    out = model.predict(**batch, start_top_n=4, end_top_n=4)
+    with torch.no_grad():
+        hidden = model.encode(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        start_lp = model.head.start_log_probs(hidden, batch["candidate_mask"])
+        answerable_lp = model.head.answerable_log_probs(hidden, start_lp)[:, 0]
+        for k in range(4):
+            end_lp = model.head.end_log_probs(hidden, out["start_top_index"][:, k:k + 1], batch["candidate_mask"])
+            top_lp, top_index = end_lp[:, 0].topk(4, dim=-1)
+            torch.testing.assert_close(out["end_top_index"][:, k], top_index)
+            torch.testing.assert_close(out["end_top_logit"][:, k], top_lp + answerable_lp[:, None])
+    assert not torch.allclose(out["end_top_logit"][:, 0], out["end_top_logit"][:, 1])
+
+
+@pytest.mark.parametrize("head", ["conditional", "basic"])
+def test_gradient_accumulation_matches_one_big_batch(head, tiny):
+    """Σ over micro-batches of loss.sum() / global_count gives the big batch's gradient."""
+    model, tokenizer = tiny("bert", head, 0.0)
+    batch = encode_qa_batch(tokenizer, QUESTIONS, CONTEXTS, pad_to=40)
+    targets = labels(batch)
+
+    def gradients(slices):
+        model.zero_grad(set_to_none=True)
+        for part in slices:
+            inputs = {name: value[part] for name, value in {**batch, **targets}.items()}
+            (model(**inputs)["loss"].sum() / 4).backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    whole = gradients([slice(0, 4)])
+    accumulated = gradients([slice(0, 2), slice(2, 4)])
+    for name, grad in whole.items():
+        torch.testing.assert_close(accumulated[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_quantized_int8_model_stays_close_to_float32(tiny):
+    model, tokenizer = tiny("bert", "basic")
+    batch = encode_qa_batch(tokenizer, QUESTIONS, CONTEXTS)
+    quantized = quantize_dynamic_int8(model)
+    assert isinstance(quantized.backbone.encoder.layer[0].attention.self.query, torch.ao.nn.quantized.dynamic.Linear)
+    expected, actual = model.predict(**batch), quantized.predict(**batch)
+    candidates = batch["candidate_mask"]
+    for name in ("start_logits", "end_logits"):
+        torch.testing.assert_close(actual[name][candidates], expected[name][candidates], atol=0.05, rtol=0.05)
+
+    model, _ = tiny("bert", "conditional")
+    expected, actual = model.predict(**batch), quantize_dynamic_int8(model).predict(**batch)
+    torch.testing.assert_close(actual["null_score"], expected["null_score"], atol=0.05, rtol=0.05)
+    torch.testing.assert_close(actual["start_top_logit"], expected["start_top_logit"], atol=0.05, rtol=0.05)
