@@ -21,40 +21,42 @@ WORDPIECE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spec
 BERT_VOCAB_SIZE = 30522
 
 # Shared by every family: small enough that building and saving takes well under a second.
-_COMMON = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-               max_position_embeddings=512, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+_SIZES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=512)
 
 
-def tiny_config(family: str, vocab_size: int = BERT_VOCAB_SIZE):
-    """A transformers config of ``family`` with 2 layers and hidden size 32."""
+def tiny_config(family: str, vocab_size: int = BERT_VOCAB_SIZE, dropout: float = 0.1):
+    """A transformers config of ``family`` with 2 layers and hidden size 32 (``dropout`` everywhere)."""
     from transformers import (AlbertConfig, BertConfig, DistilBertConfig, ElectraConfig, MobileBertConfig,
                               RobertaConfig)
 
+    common = {**_SIZES, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+
     if family == "bert":
-        return BertConfig(vocab_size=vocab_size, **_COMMON)
+        return BertConfig(vocab_size=vocab_size, **common)
     if family == "albert":
         # Two layers sharing one group's weights, with a factorised (smaller) embedding like real ALBERT.
         return AlbertConfig(vocab_size=vocab_size, embedding_size=16, num_hidden_groups=1, inner_group_num=1,
-                            hidden_act="gelu_new", **_COMMON)
+                            hidden_act="gelu_new", **common)
     if family == "electra":
         # embedding_size < hidden_size, as in ELECTRA-small, so ``embeddings_project`` exists.
-        return ElectraConfig(vocab_size=vocab_size, embedding_size=16, **_COMMON)
+        return ElectraConfig(vocab_size=vocab_size, embedding_size=16, **common)
     if family == "mobilebert":
         return MobileBertConfig(vocab_size=vocab_size, embedding_size=16, true_hidden_size=16,
-                                intra_bottleneck_size=16, num_feedforward_networks=2, **_COMMON)
+                                intra_bottleneck_size=16, num_feedforward_networks=2, **common)
     if family == "roberta":
         # RoBERTa numbers positions from padding_idx + 1, so 512 tokens need 514 position embeddings.
-        common = {**_COMMON, "max_position_embeddings": 514}
+        common = {**common, "max_position_embeddings": 514}
         return RobertaConfig(vocab_size=vocab_size, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
                              eos_token_id=2, **common)
     if family == "distilbert":
         return DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                max_position_embeddings=512, dropout=0.1, attention_dropout=0.1)
+                                max_position_embeddings=512, dropout=dropout, attention_dropout=dropout)
     raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
 
 
 def make_tiny_model_dir(family: str, out_dir: Path, *, roberta_tokenizer_dir: Path | None = None,
-                        seed: int = 0) -> Path:
+                        seed: int = 0, dropout: float = 0.1) -> Path:
     """Write a tiny random ``family`` model (config, safetensors weights, fast tokenizer) into ``out_dir``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +68,7 @@ def make_tiny_model_dir(family: str, out_dir: Path, *, roberta_tokenizer_dir: Pa
     else:
         _copy_wordpiece_tokenizer(out_dir)
         vocab_size = BERT_VOCAB_SIZE
-    _save_random_model(tiny_config(family, vocab_size), out_dir, seed)
+    _save_random_model(tiny_config(family, vocab_size, dropout), out_dir, seed)
     return out_dir
 
 
