@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from dataclasses import dataclass
+from bench.errors import BenchError
 
 __all__ = ["BACKENDS", "BackendUnavailable", "get_backend"]
 
@@ -28,7 +29,7 @@ BACKENDS = {
 }
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(BenchError, RuntimeError):
     pass
 
 

@@ -11,6 +11,8 @@ import argparse
 import ast
 from dataclasses import dataclass, fields
 from typing import Any, Callable
+from bench.errors import BenchError
+from bench.models import get_model_spec
 
 __all__ = ["Flag", "FLAGS", "FLAG_BY_NAME", "config_to_dict", "RunConfig", "ConfigError", "build_run_parser", "config_from_args",
            "config_from_dict", "parse_adam_betas", "COMM_BACKENDS"]
@@ -18,7 +20,7 @@ __all__ = ["Flag", "FLAGS", "FLAG_BY_NAME", "config_to_dict", "RunConfig", "Conf
 COMM_BACKENDS = ("device", "horovod", "torchrun", "dist", "dist_sync_device")
 
 
-class ConfigError(ValueError):
+class ConfigError(BenchError, ValueError):
     """A flag value that cannot work; the message names the flag."""
 
 
@@ -174,6 +176,8 @@ def validate(config) -> None:
     _check(not (config.dtype == "int8" and config.do_train),
            "--dtype int8 is for evaluation only (dynamic quantization); train in float32/bfloat16/float16")
     parse_adam_betas(config.adam_betas)
+    if config.model_path is None:
+        get_model_spec(config.model_name)       # unknown names fail here, with the closest matches
     if config.seeds is not None:
         parse_seeds(config.seeds)
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.io_utils import read_json_file, sha256_file
+from bench.errors import BenchError
 
 __all__ = ["Answer", "SquadExample", "SquadDataset", "SquadFormatError", "load_squad",
            "gold_answers", "normalize_version"]
@@ -36,7 +37,7 @@ __all__ = ["Answer", "SquadExample", "SquadDataset", "SquadFormatError", "load_s
 logger = logging.getLogger(__name__)
 
 
-class SquadFormatError(ValueError):
+class SquadFormatError(BenchError, ValueError):
     """A SQuAD file that cannot be read; the message names the file and the article or question id."""
 
 

@@ -38,6 +38,7 @@ from typing import Iterable
 
 from bench.data import SquadDataset, SquadExample, load_squad
 from bench.io_utils import atomic_write_json, read_json_file
+from bench.errors import BenchError
 
 __all__ = ["PredictionFileError", "normalize_answer", "exact_match", "token_f1", "scoring_golds",
            "raw_scores", "evaluate", "load_predictions", "load_na_probs", "build_parser", "main"]
@@ -49,7 +50,7 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _MISSING_IDS_SHOWN = 5
 
 
-class PredictionFileError(ValueError):
+class PredictionFileError(BenchError, ValueError):
     """A predictions or no-answer-probability file that cannot be used; the message names the file."""
 
 

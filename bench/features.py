@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench.io_utils import atomic_path
+from bench.errors import FeatureParamsError
 
 __all__ = [
     "FEATURES_FORMAT_VERSION",
@@ -210,28 +211,28 @@ def validate_params(params: FeatureParams) -> None:
     never depends on which questions happen to be in the data.
     """
     if params.input_style not in INPUT_STYLES:
-        raise ValueError(f"unknown input_style {params.input_style!r}; expected one of {sorted(INPUT_STYLES)}")
+        raise FeatureParamsError(f"unknown input_style {params.input_style!r}; expected one of {sorted(INPUT_STYLES)}")
     if params.stride_mode not in STRIDE_MODES:
-        raise ValueError(f"--stride_mode must be one of {', '.join(STRIDE_MODES)}, got "
+        raise FeatureParamsError(f"--stride_mode must be one of {', '.join(STRIDE_MODES)}, got "
                          f"{params.stride_mode!r} ({_flag_values(params)})")
     if params.max_query_length < 1:
-        raise ValueError(f"--max_query_length must be at least 1 ({_flag_values(params)})")
+        raise FeatureParamsError(f"--max_query_length must be at least 1 ({_flag_values(params)})")
     special = INPUT_STYLES[params.input_style].num_special
     room = context_room(params)
     if room <= 0:
-        raise ValueError(
+        raise FeatureParamsError(
             f"no room for context: --max_seq_length {params.max_seq_length} - --max_query_length "
             f"{params.max_query_length} - {special} special tokens = {room}; raise --max_seq_length or "
             f"lower --max_query_length ({_flag_values(params)})")
     if params.stride_mode == "step" and not 0 < params.doc_stride <= room:
-        raise ValueError(
+        raise FeatureParamsError(
             f"--doc_stride {params.doc_stride} with --stride_mode step is the distance between window starts "
             f"and must be in 1..{room} (the context tokens a window holds: --max_seq_length "
             f"{params.max_seq_length} - --max_query_length {params.max_query_length} - {special}); a larger "
             f"step would skip context tokens. For the Hugging Face meaning (tokens shared by consecutive "
             f"windows) use --stride_mode overlap ({_flag_values(params)})")
     if params.stride_mode == "overlap" and not 0 <= params.doc_stride < room:
-        raise ValueError(
+        raise FeatureParamsError(
             f"--doc_stride {params.doc_stride} with --stride_mode overlap is the number of tokens shared by "
             f"consecutive windows and must be in 0..{room - 1} (a window holds {room} context tokens: "
             f"--max_seq_length {params.max_seq_length} - --max_query_length {params.max_query_length} - "

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from bench.errors import BenchError
 
 __all__ = ["ModelSpec", "MODELS", "get_model_spec", "UnknownModelError", "FAMILIES"]
 
 FAMILIES = ("bert", "albert", "electra", "mobilebert", "roberta", "distilbert")
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(BenchError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 

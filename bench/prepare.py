@@ -28,6 +28,7 @@ from typing import BinaryIO, Callable
 
 from bench.data import normalize_version
 from bench.io_utils import atomic_path, sha256_file
+from bench.errors import BenchError, DataFileNotFound
 
 __all__ = ["SQUAD_URL", "SQUAD_FILES", "SPLITS", "PrepareError", "squad_file_name", "prepare_squad",
            "find_squad_file", "build_parser", "main"]
@@ -49,7 +50,7 @@ DEFAULT_TIMEOUT = 30.0       # seconds without data before a download is given u
 _CHUNK = 1 << 20
 
 
-class PrepareError(RuntimeError):
+class PrepareError(BenchError, RuntimeError):
     """Data preparation failed; the message says what, where, and what to do about it."""
 
 
@@ -68,7 +69,7 @@ def find_squad_file(data_dir: str | os.PathLike, split: str, version: str) -> Pa
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise DataFileNotFound(
         f"no SQuAD {normalize_version(version)} {split} file: looked for {candidates[0]} and "
         f"{candidates[1]}; run `squad-bench prepare-data --version {normalize_version(version)} "
         f"--data_dir {data_dir}` (add `--from DIR` to copy from a local folder when offline)")

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from bench.config import FLAG_BY_NAME, ConfigError, config_from_dict
 from bench.models import UnknownModelError, get_model_spec
+from bench.errors import BenchError
 
 __all__ = ["Preset", "PRESETS", "BASE_FLAGS", "UnknownPresetError", "get_preset", "global_batch",
            "validate_preset", "preset_run_flags"]
@@ -34,7 +35,7 @@ BASE_FLAGS: Mapping[str, Any] = MappingProxyType({
 })
 
 
-class UnknownPresetError(KeyError):
+class UnknownPresetError(BenchError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.models import MODELS
+from bench.errors import BenchError
 
 __all__ = ["Reference", "ReferenceError", "SOURCES", "ORIGINAL_SOURCES", "EXTRA_MODELS", "COLUMNS",
            "DEFAULT_REFERENCE_DIR", "load_references", "find_reference", "select_references",
@@ -56,7 +57,7 @@ THRESHOLDS = ("", "fixed", "tuned")
 BOOLEANS = {"true": True, "false": False, "": False}
 
 
-class ReferenceError(ValueError):
+class ReferenceError(BenchError, ValueError):
     """A reference CSV that does not follow reference_results/README.md; names the file and line."""
 
 

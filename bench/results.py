@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.io_utils import atomic_write_json, read_json_file
+from bench.errors import BenchError
 
 __all__ = ["SCHEMA", "ResultsError", "validate_results", "load_results", "write_results",
            "find_results", "utc_now"]
@@ -45,7 +46,7 @@ __all__ = ["SCHEMA", "ResultsError", "validate_results", "load_results", "write_
 SCHEMA = "squad-bench/results/v1"
 
 
-class ResultsError(ValueError):
+class ResultsError(BenchError, ValueError):
     """A results.json file that is missing, unreadable or does not follow the schema."""
 
 

@@ -26,8 +26,9 @@ import logging
 import sys
 from pathlib import Path
 
-from bench.backends import BackendUnavailable, get_backend
-from bench.config import ConfigError, build_run_parser, config_from_dict, parse_seeds
+from bench.backends import get_backend
+from bench.config import build_run_parser, config_from_dict, parse_seeds
+from bench.errors import BenchError
 
 
 def per_seed_configs(config) -> list:
@@ -45,13 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_dict(vars(args))
         backend = get_backend(config.backend)
-    except (ConfigError, BackendUnavailable) as exc:
+        for seed_config in per_seed_configs(config):
+            status = backend.main(seed_config)
+            if status:
+                return status
+    except BenchError as exc:        # the user's to fix: one line, no traceback
         print(f"run_squad: error: {exc}", file=sys.stderr)
         return 2
-    for seed_config in per_seed_configs(config):
-        status = backend.main(seed_config)
-        if status:
-            return status
     return 0
 
 

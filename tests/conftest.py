@@ -6,7 +6,14 @@ suite that silently skips its data tests proves nothing.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+# Tiny test models gain nothing from intra-op threads, and on a busy 2-core machine two spinning
+# OpenMP threads per process make every op ~100x slower. Set before torch is imported; launched
+# workers (torchrun, horovodrun) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 

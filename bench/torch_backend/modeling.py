@@ -37,6 +37,8 @@ from safetensors (or, for hub checkpoints without them, by transformers'
 """
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import inspect
 import json
@@ -52,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.models import FAMILIES, ModelSpec, get_model_spec
+from bench.errors import BenchError
 
 __all__ = ["ModelSource", "ModelSourceError", "QAModel", "BasicHead", "ConditionalHead", "HEADS",
            "MASKED_LOGIT", "EMBEDDINGS_LAYER", "resolve_model_source", "load_tokenizer", "build_qa_model",
@@ -75,7 +78,7 @@ _TRUE_VALUES = {"1", "on", "yes", "true"}
 _HUB_PROBE_TIMEOUT_S = 10.0
 
 
-class ModelSourceError(RuntimeError):
+class ModelSourceError(BenchError, RuntimeError):
     """A model or tokenizer that cannot be located or loaded; the message says what to pass instead."""
 
 
@@ -231,7 +234,31 @@ def load_backbone(source: ModelSource) -> nn.Module:
         kwargs["add_pooling_layer"] = False  # an unused pooler would break DDP (parameters without grads)
     if source.is_local and (Path(source.path_or_id) / "model.safetensors").is_file():
         kwargs["use_safetensors"] = True
-    return model_class.from_pretrained(source.path_or_id, **kwargs)
+    with _quiet_transformers():
+        model, info = model_class.from_pretrained(source.path_or_id, output_loading_info=True, **kwargs)
+    # Unexpected keys are the dropped pooler and pretraining heads; missing ones would be a real problem.
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        logger.warning("%s: %d backbone weights are not in the checkpoint and were initialised randomly "
+                       "(e.g. %s)", source.path_or_id, len(missing), ", ".join(missing[:3]))
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Silence transformers' load report and progress bars (we report what matters ourselves)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_backbone_weights(backbone: nn.Module, path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import resource
 import sys
 import time
@@ -52,6 +53,9 @@ CPU_WARNING_WINDOWS = 20_000
 def setup_process(config) -> tuple:
     world: WorldInfo = detect_world(config.comm_backend, config.gpus)
     comm = init_comm(world)
+    if comm.device.type == "cpu" and world.local_world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
+        # Processes sharing a machine's cores: oversubscribed OpenMP threads spin and stall each other.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_world_size))
     torch.manual_seed(config.seed + comm.rank)
     np.random.seed(config.seed)
     output_dir = Path(config.output_dir)
