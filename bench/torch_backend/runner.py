@@ -13,6 +13,7 @@ Launch commands (see README "Distributed training")::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -137,11 +138,13 @@ def train(config, comm, model, features: Features, pad_id: int, output_dir: Path
     device = comm.device
     order = np.random.default_rng(config.pre_shuffle_seed).permutation(len(features))
     updates = total_updates(config, len(features), comm.world_size)
-    optimizer = build_optimizer(model, config)
+    # Optimizer groups are built on the plain model (names drive layer-wise decay), then wrapped;
+    # the schedule is attached to the wrapped optimizer, the one that steps.
+    optimizer = comm.wrap_optimizer(build_optimizer(model, config), model,
+                                    backward_passes_per_step=config.num_accumulated)
     scheduler = build_scheduler(optimizer, updates, warmup_updates(config, updates))
     scaler = torch.amp.GradScaler(device.type) if config.dtype == "float16" else None
     train_model = comm.wrap_model(model)
-    optimizer = comm.wrap_optimizer(optimizer, model, backward_passes_per_step=config.num_accumulated)
     trainer = Trainer(config=config, model=model, train_model=train_model, optimizer=optimizer,
                       scheduler=scheduler, scaler=scaler, comm=comm, features=features, order=order,
                       total_updates=updates, pad_id=pad_id, device=device, autocast_factory=autocast,
@@ -157,12 +160,23 @@ def train(config, comm, model, features: Features, pad_id: int, output_dir: Path
         warn_if_slow_on_cpu(config, model, trainer, device)
     progress = _progress_factory(comm.is_main, "train", "update")
     stats = trainer.train(progress, stop_after=stop_after)
+    # Every rank logs this: equal digests prove the replicas stayed in sync.
+    logger.info("rank %d final parameter digest %s", comm.rank, parameter_digest(model))
     samples = stats.windows * comm.world_size
     return {"train_seconds": round(stats.seconds, 3), "updates": stats.updates, "global_batch_size": global_batch,
             "train_samples_per_second": round(samples / max(stats.seconds, 1e-9), 3),
             "train_tokens_per_second": round(stats.tokens * comm.world_size / max(stats.seconds, 1e-9), 1),
             "skipped_updates": stats.skipped_updates, "final_loss": stats.last_loss,
             "num_train_features": len(features)}
+
+
+def parameter_digest(model: torch.nn.Module) -> str:
+    """sha256 over every parameter's bytes, in name order (identical only for identical weights)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode("utf-8"))
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _progress_factory(enabled: bool, desc: str, unit: str):

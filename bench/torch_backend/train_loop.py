@@ -110,7 +110,7 @@ class Trainer:
             else:
                 self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()          # set_to_none is the default (Horovod's wrapper takes no argument)
         return grad_norm
 
     # -- stage: logging and saving ------------------------------------------------------------
