@@ -109,8 +109,8 @@ FLAGS: tuple[Flag, ...] = (
     _f("max_train_windows_per_epoch", int, None, "cap on training windows per epoch (debugging)", gluon=False),
     _f("length_grouping", None, False, "group training windows of similar length into batches "
        "(less padding; changes batch composition)", gluon=False, store_true=True),
-    _f("compile", None, False, "torch.compile the model (GPU)", gluon=False, store_true=True),
-    _f("num_workers", int, 0, "data-loading worker processes", gluon=False),
+    _f("compile", None, False, "compile the backbone with torch.compile (worth it on GPUs; slow to start)",
+       gluon=False, store_true=True),
 )
 
 FLAG_BY_NAME = {flag.name: flag for flag in FLAGS}

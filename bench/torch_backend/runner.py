@@ -102,7 +102,11 @@ def load_model(config, device: torch.device):
                            backbone_path=config.backbone_path)
     if config.param_checkpoint:
         load_for_eval(model, Path(config.param_checkpoint))
-    return source, tokenizer, model.to(device)
+    model = model.to(device)
+    if config.compile:
+        # In place: parameter names (and so checkpoints and layer-wise decay) stay unchanged.
+        model.backbone.compile(dynamic=True)
+    return source, tokenizer, model
 
 
 def model_record(config, source, model) -> dict:
