@@ -18,21 +18,29 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from bench.checkpoints import list_checkpoints
 from bench.data import SquadDataset, load_squad
 from bench.distributed import epoch_shard
+from bench.evaluate import evaluate
 from bench.features import FeatureParams, Features
+from bench.postprocess import (candidates_from_logits, candidates_from_topk, null_scores_from_logits,
+                               postprocess, write_predictions)
 from bench.prepare import find_squad_file
+from bench.run_record import split_metrics
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["EpochPlan", "plan_epoch", "updates_per_epoch", "total_updates", "load_datasets", "subset",
-           "feature_params", "dataset_cache_key", "selection_score", "ROBERTA_STYLE_TYPES"]
+           "feature_params", "dataset_cache_key", "selection_score", "ROBERTA_STYLE_TYPES", "score_outputs",
+           "checkpoints_to_evaluate", "checkpoint_label", "BestCheckpoint"]
 
 ROBERTA_STYLE_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "bart")
 
@@ -133,3 +141,63 @@ def selection_score(metrics: dict, version: str) -> float:
         return (metrics["tuned"]["exact"] + metrics["tuned"]["f1"]) / 2
     fixed = metrics["fixed"]
     return (fixed.get("exact_match", fixed.get("exact", 0.0)) + fixed["f1"]) / 2
+
+
+# ------------------------------------------------------------------------------- evaluation stages
+def score_outputs(config, dataset: SquadDataset, features: Features, outputs: dict[str, np.ndarray]):
+    """Head outputs of every window (gathered, in feature order) -> answers -> scores.
+
+    ``outputs`` holds ``start_logits``/``end_logits`` (basic head) or ``start_top_*``/``end_top_*``
+    and ``null_score`` (conditional head). Returns ``(metrics, predictions)`` where metrics is
+    ``{"fixed": scores at --null_score_diff_threshold, "tuned": v2.0 dev-tuned scores or None}``.
+    """
+    if "start_logits" in outputs:
+        candidates = candidates_from_logits(outputs["start_logits"], outputs["end_logits"], features,
+                                            config.n_best_size)
+        null_scores = null_scores_from_logits(outputs["start_logits"], outputs["end_logits"])
+    else:
+        candidates = candidates_from_topk(outputs["start_top_index"], outputs["start_top_logit"],
+                                          outputs["end_top_index"], outputs["end_top_logit"])
+        null_scores = outputs["null_score"]
+    predictions = postprocess(dataset, features, candidates, null_scores, n_best_size=config.n_best_size,
+                              max_answer_length=config.max_answer_length,
+                              null_score_diff_threshold=config.null_score_diff_threshold,
+                              version_2_with_negative=config.version == "2.0")
+    fixed = evaluate(dataset, predictions.predictions)
+    # The raw null-minus-span differences are not probabilities: no --na-prob-thresh cut here.
+    tuned_source = (evaluate(dataset, predictions.predictions, na_probs=predictions.na_prob,
+                             na_prob_thresh=float("inf")) if config.version == "2.0" else None)
+    fixed, tuned = split_metrics(fixed, tuned_source)
+    return {"fixed": fixed, "tuned": tuned}, predictions
+
+
+def checkpoints_to_evaluate(config, output_dir: Path) -> list[Path | None]:
+    """The last checkpoint, or every kept one with --all_evaluate; [None] = the model as loaded
+    (--param_checkpoint, or the pretrained backbone with a fresh head)."""
+    checkpoints = list_checkpoints(Path(output_dir) / "checkpoints") if config.do_train else []
+    if checkpoints and not config.all_evaluate:
+        checkpoints = checkpoints[-1:]
+    return checkpoints or [None]
+
+
+def checkpoint_label(config, checkpoint: Path | None) -> str:
+    if checkpoint is not None:
+        return checkpoint.name
+    return Path(config.param_checkpoint).name if config.param_checkpoint else "pretrained"
+
+
+class BestCheckpoint:
+    """Keeps the best evaluated checkpoint by ``selection_score``; writes per-checkpoint predictions
+    under ``<output_dir>/eval/<name>/`` when more than one is evaluated."""
+
+    def __init__(self, config, output_dir: Path, num_candidates: int):
+        self.config, self.output_dir, self.num_candidates = config, Path(output_dir), num_candidates
+        self.best: dict | None = None
+
+    def offer(self, name: str, metrics: dict, predictions) -> None:
+        logger.info("eval %s: %s", name, json.dumps(metrics["fixed"]))
+        if self.num_candidates > 1:
+            write_predictions(self.output_dir / "eval" / name, predictions)
+        score = selection_score(metrics, self.config.version)
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "checkpoint": name, "metrics": metrics, "predictions": predictions}

@@ -13,9 +13,11 @@ import subprocess
 from pathlib import Path
 
 import bench
-from bench.results import SCHEMA, utc_now
+from bench.io_utils import atomic_write_json
+from bench.results import SCHEMA, utc_now, write_results
 
-__all__ = ["library_versions", "git_commit", "hardware_info", "split_metrics", "build_record"]
+__all__ = ["library_versions", "git_commit", "hardware_info", "split_metrics", "build_record",
+           "write_run_outputs"]
 
 TUNED_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
 
@@ -91,3 +93,62 @@ def build_record(*, config, model: dict, world_size: int, global_batch_size: int
         "git_commit": git_commit(),
         "hardware": hardware,
     }
+
+
+def _tuned_as_official(tuned: dict | None) -> dict:
+    if not tuned:
+        return {}
+    return {"best_exact": tuned["exact"], "best_exact_thresh": tuned["exact_thresh"],
+            "best_f1": tuned["f1"], "best_f1_thresh": tuned["f1_thresh"]}
+
+
+def _data_record(train, dev, train_info: dict, num_eval_features) -> dict:
+    return {"train_file": train.path if train else None, "train_sha256": train.sha256 if train else None,
+            "dev_file": dev.path if dev else None, "dev_sha256": dev.sha256 if dev else None,
+            "num_train_features": train_info.get("num_train_features"), "num_eval_features": num_eval_features,
+            "num_train_questions": len(train.examples) if train else None,
+            "num_eval_questions": len(dev.examples) if dev else None}
+
+
+def _timing_record(train_info: dict, eval_info: dict | None, world_size: int) -> dict:
+    train_seconds = train_info.get("train_seconds")
+    return {"train_seconds": train_seconds,
+            "eval_seconds": eval_info["eval_seconds"] if eval_info else None,
+            "train_samples_per_second": train_info.get("train_samples_per_second"),
+            "train_tokens_per_second": train_info.get("train_tokens_per_second"),
+            "eval_samples_per_second": eval_info["eval_samples_per_second"] if eval_info else None,
+            # accelerators (or processes) x training hours
+            "train_device_hours": round(train_seconds * world_size / 3600, 6) if train_seconds is not None else None,
+            "updates": train_info.get("updates"), "skipped_updates": train_info.get("skipped_updates")}
+
+
+def write_run_outputs(config, output_dir: Path, *, model_info: dict, world_size: int, train_info: dict | None,
+                      eval_info: dict | None, train, dev, num_eval_features: int | None, memory: dict,
+                      versions: dict, hardware: dict) -> dict:
+    """Write the best checkpoint's predictions, ``best_results.json`` and ``results.json``.
+
+    A training-only run (no metrics) writes its record as ``train_results.json``: reports read
+    only ``results.json``, so a run without scores never reaches a table.
+    """
+    from bench.postprocess import write_predictions
+
+    output_dir = Path(output_dir)
+    metrics = {"fixed": None, "tuned": None, "best_checkpoint": None}
+    if eval_info:
+        write_predictions(output_dir, eval_info["predictions"])
+        metrics = {**eval_info["metrics"], "best_checkpoint": eval_info["checkpoint"]}
+        atomic_write_json(output_dir / "best_results.json",
+                          {**eval_info["metrics"]["fixed"], **_tuned_as_official(eval_info["metrics"]["tuned"]),
+                           "best_checkpoint": eval_info["checkpoint"]})
+    train_info = train_info or {}
+    record = build_record(
+        config=config, model=model_info, world_size=world_size,
+        global_batch_size=config.batch_size * config.num_accumulated * world_size,
+        data=_data_record(train, dev, train_info, num_eval_features), metrics=metrics,
+        timing=_timing_record(train_info, eval_info, world_size), memory=memory, versions=versions,
+        hardware=hardware)
+    if eval_info:
+        write_results(output_dir / "results.json", record)
+    else:
+        atomic_write_json(output_dir / "train_results.json", record)
+    return record

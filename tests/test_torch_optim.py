@@ -12,7 +12,8 @@ pytest.importorskip("transformers")
 from bench.config import config_from_dict  # noqa: E402
 from bench.torch_backend.modeling import build_qa_model, resolve_model_source  # noqa: E402
 from bench.torch_backend.optim import (build_optimizer, build_param_groups, build_scheduler,  # noqa: E402
-                                       linear_schedule, lr_multipliers, warmup_updates)
+                                       lr_multipliers)
+from bench.training_rules import linear_schedule, warmup_updates  # noqa: E402
 from tests.tiny_models import TINY_FAMILIES, tiny_model_dirs  # noqa: E402
 
 D = 0.8
@@ -159,7 +160,7 @@ def test_schedule_warms_up_then_decays_linearly(build):
     model = build("bert")
     optimizer = torch.optim.AdamW(build_param_groups(model, lr=1e-3, wd=0.0, layerwise_decay=0.5,
                                                      untunable_depth=-1), lr=1e-3)
-    scheduler = build_scheduler(optimizer, num_updates=10, warmup_updates=2)
+    scheduler = build_scheduler(optimizer, num_updates=10, warmup=2)
     expected = {0: 0.0, 1: 0.5, 2: 1.0, 6: 0.5, 10: 0.0}
     for update in range(11):
         if update in expected:

@@ -1,40 +1,22 @@
-"""Checkpoints: safetensors weights + a weights-only training state, written atomically.
+"""PyTorch checkpoints: safetensors weights + a weights-only training state (layout: ``bench.checkpoints``).
 
-Layout of ``<output_dir>/checkpoints/update_<N>/``::
-
-    model.safetensors      the QA model's parameters (backbone + head)
-    trainer_state.pt       optimizer, scheduler, loss scaler, RNG states, position
-                           (tensors and plain Python values only: loaded with weights_only=True)
-    meta.json              {update, epoch, update_in_epoch, complete: true}
-
-A checkpoint folder is assembled under a temporary name and renamed into place,
-so a crash mid-save never leaves a folder that ``--resume`` would trust.
+``trainer_state.pt`` holds the optimizer, scheduler, loss scaler and RNG states and
+the position — tensors and plain Python values only, loaded with ``weights_only=True``.
 """
 from __future__ import annotations
 
-import json
-import re
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.io_utils import atomic_write_json
+from bench.checkpoints import MODEL_FILE, TrainPosition, staged_checkpoint
 
-__all__ = ["TrainPosition", "save_checkpoint", "list_checkpoints", "load_model_weights",
-           "load_trainer_state", "prune_checkpoints", "capture_rng_state", "restore_rng_state"]
+__all__ = ["save_checkpoint", "load_model_weights", "load_trainer_state", "capture_rng_state",
+           "restore_rng_state", "TRAINER_STATE_FILE"]
 
-_CKPT_PATTERN = re.compile(r"^update_(\d+)$")
-
-
-@dataclass
-class TrainPosition:
-    update: int = 0            # optimizer updates done in total
-    epoch: int = 0             # epoch in progress
-    update_in_epoch: int = 0   # updates done inside that epoch
+TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 def capture_rng_state() -> dict:
@@ -57,48 +39,12 @@ def _state_dict_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(ckpt_root: Path, model, optimizer, scheduler, scaler, position: TrainPosition) -> Path:
     """Write ``ckpt_root/update_<N>`` atomically and return its path."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"update_{position.update}"
-    staging = Path(tempfile.mkdtemp(prefix=f".update_{position.update}.", dir=ckpt_root))
-    try:
-        save_file(_state_dict_for_saving(model), str(staging / "model.safetensors"))
-        trainer_state = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": capture_rng_state(),
-            "position": asdict(position),
-        }
-        torch.save(trainer_state, staging / "trainer_state.pt")
-        atomic_write_json(staging / "meta.json", {**asdict(position), "complete": True})
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
-
-
-def list_checkpoints(ckpt_root: Path) -> list[Path]:
-    """Complete checkpoints, oldest first. Half-written (staging) folders are ignored."""
-    if not ckpt_root.is_dir():
-        return []
-    found = []
-    for path in ckpt_root.iterdir():
-        match = _CKPT_PATTERN.match(path.name)
-        if match and _is_complete(path):
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
-
-
-def _is_complete(path: Path) -> bool:
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(meta.get("complete")) and (path / "model.safetensors").is_file() \
-        and (path / "trainer_state.pt").is_file()
+    with staged_checkpoint(ckpt_root, position, trainer_state_file=TRAINER_STATE_FILE, backend="torch") as staging:
+        save_file(_state_dict_for_saving(model), str(staging / MODEL_FILE))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "rng": capture_rng_state(), "position": asdict(position)}, staging / TRAINER_STATE_FILE)
+    return ckpt_root / f"update_{position.update}"
 
 
 def load_model_weights(model: torch.nn.Module, weights_file: Path) -> None:
@@ -114,13 +60,4 @@ def load_model_weights(model: torch.nn.Module, weights_file: Path) -> None:
 
 def load_trainer_state(ckpt: Path) -> dict:
     # weights_only=True: never unpickle arbitrary objects from a file on disk.
-    return torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
-
-
-def prune_checkpoints(ckpt_root: Path, keep: int) -> list[Path]:
-    """Delete all but the ``keep`` newest complete checkpoints; return the deleted ones."""
-    checkpoints = list_checkpoints(ckpt_root)
-    doomed = checkpoints[:-keep] if keep > 0 else checkpoints
-    for path in doomed:
-        shutil.rmtree(path, ignore_errors=True)
-    return doomed
+    return torch.load(ckpt / TRAINER_STATE_FILE, map_location="cpu", weights_only=True)

@@ -44,7 +44,6 @@ import inspect
 import json
 import logging
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,10 +54,11 @@ from torch import nn
 
 from bench.models import FAMILIES, ModelSpec, get_model_spec
 from bench.errors import BenchError
+from bench.training_rules import layer_index_from_name
 
 __all__ = ["ModelSource", "ModelSourceError", "QAModel", "BasicHead", "ConditionalHead", "HEADS",
-           "MASKED_LOGIT", "EMBEDDINGS_LAYER", "resolve_model_source", "load_tokenizer", "build_qa_model",
-           "load_backbone", "load_backbone_weights", "layer_index_from_name", "masked_log_softmax",
+           "MASKED_LOGIT", "resolve_model_source", "load_tokenizer", "build_qa_model",
+           "load_backbone", "load_backbone_weights", "masked_log_softmax",
            "quantize_dynamic_int8", "SDPA_FAMILIES"]
 
 logger = logging.getLogger(__name__)
@@ -68,7 +68,6 @@ HEADS = ("conditional", "basic")
 # finite in float32 so that sums of two masked scores stay finite (no inf - inf = nan downstream).
 MASKED_LOGIT = -1e30
 # backbone_layer_index() of the embedding parameters (below layer 0).
-EMBEDDINGS_LAYER = -1
 # Families whose transformers 5.x model classes declare scaled-dot-product attention support.
 SDPA_FAMILIES = ("bert", "albert", "electra", "mobilebert", "roberta", "distilbert")
 
@@ -292,36 +291,6 @@ def _check_backbone_state(expected: dict, state: dict, path: Path) -> None:
             problems.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
     if problems:
         raise ModelSourceError(f"--backbone_path {path} does not match the backbone: {'; '.join(problems)}")
-
-
-# Parameter-name rules per family: (embedding prefixes, regex whose group 1 is the layer index).
-# ALBERT's index is the layer *group*: its layers share one group's weights.
-_LAYER_RULES = {
-    "bert": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
-    "roberta": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
-    "mobilebert": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
-    "electra": (("embeddings.", "embeddings_project."), r"encoder\.layer\.(\d+)\."),
-    "distilbert": (("embeddings.",), r"transformer\.layer\.(\d+)\."),
-    "albert": (("embeddings.", "encoder.embedding_hidden_mapping_in."), r"encoder\.albert_layer_groups\.(\d+)\."),
-}
-
-
-def layer_index_from_name(family: str, backbone_param_name: str) -> int:
-    """Layer of a backbone parameter (name relative to the backbone): EMBEDDINGS_LAYER or 0..L-1.
-
-    A name no rule covers is an error, so a new family or a renamed module cannot
-    silently escape layer-wise decay or freezing.
-    """
-    if family not in _LAYER_RULES:
-        raise ValueError(f"no layer-name rules for model family {family!r}")
-    embedding_prefixes, layer_pattern = _LAYER_RULES[family]
-    if backbone_param_name.startswith(embedding_prefixes):
-        return EMBEDDINGS_LAYER
-    match = re.match(layer_pattern, backbone_param_name)
-    if match is None:
-        raise ValueError(f"{family} backbone parameter {backbone_param_name!r} matches no layer rule "
-                         f"(embeddings: {', '.join(embedding_prefixes)}; layers: {layer_pattern})")
-    return int(match.group(1))
 
 
 def _accepts_token_types(backbone: nn.Module) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import resource
@@ -26,21 +25,16 @@ import numpy as np
 import torch
 
 from bench.data import SquadDataset
-from bench.distributed import WorldInfo, detect_world
-from bench.evaluate import evaluate
+from bench.distributed import WorldInfo, detect_world, eval_shard
 from bench.features import FeatureParams, Features, load_or_build_features
-from bench.pipeline import (dataset_cache_key, feature_params, load_datasets, selection_score,
-                            total_updates)
-from bench.io_utils import atomic_write_json
-from bench.postprocess import (candidates_from_logits, candidates_from_topk, null_scores_from_logits,
-                               postprocess, write_predictions)
-from bench.results import write_results
-from bench.run_record import build_record, hardware_info, library_versions, split_metrics
-from bench.torch_backend.checkpoint import list_checkpoints
+from bench.pipeline import (BestCheckpoint, checkpoint_label, checkpoints_to_evaluate, dataset_cache_key,
+                            feature_params, load_datasets, score_outputs, total_updates)
+from bench.run_record import hardware_info, library_versions, write_run_outputs
 from bench.torch_backend.dist import init_comm
 from bench.torch_backend.inference import predict_windows
 from bench.torch_backend.modeling import build_qa_model, load_tokenizer, quantize_dynamic_int8, resolve_model_source
-from bench.torch_backend.optim import build_optimizer, build_scheduler, warmup_updates
+from bench.torch_backend.optim import build_optimizer, build_scheduler
+from bench.training_rules import warmup_updates
 from bench.torch_backend.train_loop import Trainer, TrainStats, load_for_eval
 
 logger = logging.getLogger("bench.run")
@@ -192,11 +186,9 @@ def _progress_factory(enabled: bool, desc: str, unit: str):
 
 
 # ------------------------------------------------------------------------------------- evaluate
-def predict_and_score(config, comm, model, dataset: SquadDataset, features: Features, pad_id: int,
-                      autocast) -> tuple[dict | None, object]:
-    """Each rank predicts a contiguous slice of windows; rank 0 post-processes and scores."""
-    bounds = np.linspace(0, len(features), comm.world_size + 1).astype(int)
-    local = np.arange(bounds[comm.rank], bounds[comm.rank + 1])
+def predict(config, comm, model, features: Features, pad_id: int, autocast) -> dict | None:
+    """Each rank predicts a contiguous block of windows; rank 0 gets them all, in feature order."""
+    local = eval_shard(len(features), comm.rank, comm.world_size)
     progress = _progress_factory(comm.is_main, "eval", "window")
     bar = progress(len(local)) if progress else None
     outputs = predict_windows(model, features, local, batch_size=config.eval_batch_size, pad_id=pad_id,
@@ -205,56 +197,25 @@ def predict_and_score(config, comm, model, dataset: SquadDataset, features: Feat
                               log_interval=config.eval_log_interval, progress=bar)
     if bar is not None:
         bar.close()
-    gathered = comm.gather_arrays_to_main(outputs)
-    if not comm.is_main:
-        return None, None
-    if config.head == "basic":
-        candidates = candidates_from_logits(gathered["start_logits"], gathered["end_logits"], features,
-                                            config.n_best_size)
-        null_scores = null_scores_from_logits(gathered["start_logits"], gathered["end_logits"])
-    else:
-        candidates = candidates_from_topk(gathered["start_top_index"], gathered["start_top_logit"],
-                                          gathered["end_top_index"], gathered["end_top_logit"])
-        null_scores = gathered["null_score"]
-    predictions = postprocess(dataset, features, candidates, null_scores, n_best_size=config.n_best_size,
-                              max_answer_length=config.max_answer_length,
-                              null_score_diff_threshold=config.null_score_diff_threshold,
-                              version_2_with_negative=config.version == "2.0")
-    fixed = evaluate(dataset, predictions.predictions)
-    tuned_source = (evaluate(dataset, predictions.predictions, na_probs=predictions.na_prob,
-                             na_prob_thresh=float("inf")) if config.version == "2.0" else None)
-    fixed, tuned = split_metrics(fixed, tuned_source)
-    return {"fixed": fixed, "tuned": tuned}, predictions
+    return comm.gather_arrays_to_main(outputs)
 
 
 def evaluate_checkpoints(config, comm, model, dev: SquadDataset, features: Features, pad_id: int, autocast,
                          output_dir: Path) -> dict:
-    checkpoints = list_checkpoints(output_dir / "checkpoints") if config.do_train else []
-    if checkpoints and not config.all_evaluate:
-        checkpoints = checkpoints[-1:]
-    candidates = checkpoints or [None]       # None: the model as loaded (--param_checkpoint or pretrained)
-    eval_model = model
-    best = None
+    candidates = checkpoints_to_evaluate(config, output_dir)
+    best = BestCheckpoint(config, output_dir, len(candidates))
     started = time.perf_counter()
     for ckpt in candidates:
         if ckpt is not None:
             load_for_eval(model, ckpt)
-        if config.dtype == "int8":
-            eval_model = quantize_dynamic_int8(model)
-        metrics, predictions = predict_and_score(config, comm, eval_model, dev, features, pad_id, autocast)
+        eval_model = quantize_dynamic_int8(model) if config.dtype == "int8" else model
+        outputs = predict(config, comm, eval_model, features, pad_id, autocast)
         if comm.is_main:
-            name = ckpt.name if ckpt is not None else (Path(config.param_checkpoint).name if config.param_checkpoint
-                                                        else "pretrained")
-            logger.info("eval %s: %s", name, json.dumps(metrics["fixed"]))
-            if len(candidates) > 1:
-                write_predictions(output_dir / "eval" / name, predictions)
-            score = selection_score(metrics, config.version)
-            if best is None or score > best["score"]:
-                best = {"score": score, "checkpoint": name, "metrics": metrics, "predictions": predictions}
+            best.offer(checkpoint_label(config, ckpt), *score_outputs(config, dev, features, outputs))
     seconds = time.perf_counter() - started
     if not comm.is_main:
         return {}
-    return {**best, "eval_seconds": round(seconds / len(candidates), 3),
+    return {**best.best, "eval_seconds": round(seconds / len(candidates), 3),
             "eval_samples_per_second": round(len(features) * len(candidates) / max(seconds, 1e-9), 3)}
 
 
@@ -265,50 +226,15 @@ def peak_memory(device: torch.device) -> dict:
     return {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "rss"}
 
 
-def write_outputs(config, comm, output_dir: Path, *, source, model, train_info: dict | None,
-                  eval_info: dict | None, train: SquadDataset | None, dev: SquadDataset | None,
-                  num_eval_features: int | None) -> dict:
+def write_outputs(config, comm, output_dir: Path, *, source, model, train_info, eval_info, train, dev,
+                  num_eval_features) -> dict:
     device = comm.device
-    metrics = {"fixed": None, "tuned": None, "best_checkpoint": None}
-    if eval_info:
-        write_predictions(output_dir, eval_info["predictions"])
-        metrics = {**eval_info["metrics"], "best_checkpoint": eval_info["checkpoint"]}
-        best_results = {**eval_info["metrics"]["fixed"], **_tuned_as_official(eval_info["metrics"]["tuned"]),
-                        "best_checkpoint": eval_info["checkpoint"]}
-        atomic_write_json(output_dir / "best_results.json", best_results)
-    train_info = train_info or {}
     accelerator = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    record = build_record(
-        config=config, model=model_record(config, source, model), world_size=comm.world_size,
-        global_batch_size=config.batch_size * config.num_accumulated * comm.world_size,
-        data={"train_file": train.path if train else None, "train_sha256": train.sha256 if train else None,
-              "dev_file": dev.path if dev else None, "dev_sha256": dev.sha256 if dev else None,
-              "num_train_features": train_info.get("num_train_features"), "num_eval_features": num_eval_features,
-              "num_train_questions": len(train.examples) if train else None,
-              "num_eval_questions": len(dev.examples) if dev else None},
-        metrics=metrics,
-        timing={"train_seconds": train_info.get("train_seconds"),
-                "eval_seconds": eval_info["eval_seconds"] if eval_info else None,
-                "train_samples_per_second": train_info.get("train_samples_per_second"),
-                "train_tokens_per_second": train_info.get("train_tokens_per_second"),
-                "eval_samples_per_second": eval_info["eval_samples_per_second"] if eval_info else None,
-                "train_device_hours": (round(train_info["train_seconds"] * comm.world_size / 3600, 6)
-                                       if train_info.get("train_seconds") is not None else None),
-                "updates": train_info.get("updates"), "skipped_updates": train_info.get("skipped_updates")},
+    return write_run_outputs(
+        config, output_dir, model_info=model_record(config, source, model), world_size=comm.world_size,
+        train_info=train_info, eval_info=eval_info, train=train, dev=dev, num_eval_features=num_eval_features,
         memory=peak_memory(device), versions=library_versions(LIBRARIES),
         hardware=hardware_info(accelerator, torch.cuda.device_count() if device.type == "cuda" else 0))
-    if eval_info:
-        write_results(output_dir / "results.json", record)
-    else:
-        atomic_write_json(output_dir / "train_results.json", record)   # no metrics: not a report input
-    return record
-
-
-def _tuned_as_official(tuned: dict | None) -> dict:
-    if not tuned:
-        return {}
-    return {"best_exact": tuned["exact"], "best_exact_thresh": tuned["exact_thresh"],
-            "best_f1": tuned["f1"], "best_f1_thresh": tuned["f1_thresh"]}
 
 
 # ------------------------------------------------------------------------------------------ run

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.checkpoints import MODEL_FILE, TrainPosition, list_checkpoints, prune_checkpoints
 from bench.features import Features, batch_arrays
 from bench.pipeline import plan_epoch, updates_per_epoch
-from bench.torch_backend.checkpoint import (TrainPosition, list_checkpoints, load_model_weights,
-                                            load_trainer_state, prune_checkpoints, restore_rng_state,
+from bench.torch_backend.checkpoint import (load_model_weights, load_trainer_state, restore_rng_state,
                                             save_checkpoint)
 from bench.torch_backend.inference import to_device
 
@@ -65,7 +65,7 @@ class Trainer:
             logger.info("--resume: no checkpoint in %s, starting from scratch", self.ckpt_root)
             return False
         ckpt = checkpoints[-1]
-        load_model_weights(self.model, ckpt / "model.safetensors")
+        load_model_weights(self.model, ckpt / MODEL_FILE)
         state = load_trainer_state(ckpt)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -193,6 +193,6 @@ class Trainer:
 
 
 def load_for_eval(model, checkpoint: Path) -> None:
-    load_model_weights(model, checkpoint / "model.safetensors" if checkpoint.is_dir() else checkpoint)
+    load_model_weights(model, checkpoint / MODEL_FILE if checkpoint.is_dir() else checkpoint)
 
 

@@ -1,0 +1,112 @@
+"""Framework-free rules of fine-tuning, shared by every backend.
+
+Which layer a backbone parameter belongs to (from its Hugging Face name), the
+layer-wise LR multiplier that follows, which parameters ``--untunable_depth``
+freezes, and the warm-up/linear-decay learning-rate schedule.
+
+Layer-wise decay (ELECTRA / GluonNLP exponents), factor ``d`` and L encoder layers:
+
+    embeddings            lr × d^(L+2)
+    encoder layer i       lr × d^(L+1-i)     (i = 0 is the lowest layer)
+    head (non-backbone)   lr × 1
+
+ALBERT shares one layer group's weights across its whole depth, so the decay can
+only separate the embeddings, the shared encoder and the head: L is then the
+number of layer groups (1 for released ALBERTs): d^3, d^2, 1.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+__all__ = ["EMBEDDINGS_LAYER", "LAYER_RULES", "layer_index_from_name", "decay_enabled", "layer_multiplier",
+           "frozen_depth", "is_frozen", "linear_schedule", "warmup_updates", "warn_albert_decay"]
+
+logger = logging.getLogger(__name__)
+
+EMBEDDINGS_LAYER = -1
+
+# Parameter-name rules per family: (embedding prefixes, regex whose group 1 is the layer index).
+# ALBERT's index is the layer *group*: its layers share one group's weights.
+LAYER_RULES = {
+    "bert": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
+    "roberta": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
+    "mobilebert": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
+    "electra": (("embeddings.", "embeddings_project."), r"encoder\.layer\.(\d+)\."),
+    "distilbert": (("embeddings.",), r"transformer\.layer\.(\d+)\."),
+    "albert": (("embeddings.", "encoder.embedding_hidden_mapping_in."), r"encoder\.albert_layer_groups\.(\d+)\."),
+}
+
+
+def layer_index_from_name(family: str, backbone_param_name: str) -> int:
+    """Layer of a backbone parameter (name relative to the backbone): EMBEDDINGS_LAYER or 0..L-1.
+
+    A name no rule covers is an error, so a new family or a renamed module cannot
+    silently escape layer-wise decay or freezing.
+    """
+    if family not in LAYER_RULES:
+        raise ValueError(f"no layer-name rules for model family {family!r}")
+    embedding_prefixes, layer_pattern = LAYER_RULES[family]
+    if backbone_param_name.startswith(embedding_prefixes):
+        return EMBEDDINGS_LAYER
+    match = re.match(layer_pattern, backbone_param_name)
+    if match is None:
+        raise ValueError(f"{family} backbone parameter {backbone_param_name!r} matches no layer rule "
+                         f"(embeddings: {', '.join(embedding_prefixes)}; layers: {layer_pattern})")
+    return int(match.group(1))
+
+
+def decay_enabled(layerwise_decay: float) -> bool:
+    """Decay is on for 0 < d < 1; d <= 0 (the flag's "off") and d == 1 (no effect) leave every LR alone."""
+    return 0.0 < layerwise_decay < 1.0
+
+
+def layer_multiplier(layer: int | None, num_layers: int, layerwise_decay: float) -> float:
+    """LR multiplier of a parameter in ``layer`` (None = the head, outside the backbone)."""
+    if layer is None or not decay_enabled(layerwise_decay):
+        return 1.0
+    if layer == EMBEDDINGS_LAYER:
+        return layerwise_decay ** (num_layers + 2)
+    return layerwise_decay ** (num_layers + 1 - layer)
+
+
+def warn_albert_decay(family: str, num_layers: int, layerwise_decay: float) -> None:
+    if family == "albert" and decay_enabled(layerwise_decay):
+        logger.warning("ALBERT shares its layer weights across depth: layer-wise decay %.3g only separates "
+                       "embeddings (x d^%d), the shared encoder (x d^%d) and the head (x 1)", layerwise_decay,
+                       num_layers + 2, num_layers + 1)
+
+
+def frozen_depth(untunable_depth: float, num_layers: int) -> int | None:
+    """``--untunable_depth`` as a layer count (None: nothing frozen); fractional values are an error."""
+    if untunable_depth < 0:
+        return None
+    if untunable_depth != int(untunable_depth):
+        raise ValueError(f"--untunable_depth must be a whole number of layers, got {untunable_depth}")
+    depth = int(untunable_depth)
+    if depth > num_layers:
+        logger.warning("--untunable_depth %d exceeds the %d layers: the whole backbone is frozen", depth,
+                       num_layers)
+    return depth
+
+
+def is_frozen(layer: int | None, depth: int | None) -> bool:
+    """Embeddings and layers below ``depth`` are frozen; the head never is."""
+    return depth is not None and layer is not None and layer < depth
+
+
+def linear_schedule(update: int, num_updates: int, warmup: int) -> float:
+    """LR factor after ``update`` optimizer updates: 0 → 1 over ``warmup``, then 1 → 0 at ``num_updates``."""
+    if update < warmup:
+        return update / warmup
+    if num_updates <= warmup:
+        return 1.0 if update < num_updates else 0.0
+    return max(0.0, (num_updates - update) / (num_updates - warmup))
+
+
+def warmup_updates(config, num_updates: int) -> int:
+    """--warmup_steps if given (capped at num_updates), else int(--warmup_ratio × num_updates) (GluonNLP)."""
+    if config.warmup_steps is not None:
+        return min(int(config.warmup_steps), num_updates)
+    return int(math.floor(config.warmup_ratio * num_updates))
