@@ -25,7 +25,7 @@ BACKENDS = {
     "torch": BackendInfo("bench.torch_backend", ("torch", "transformers", "safetensors"),
                          'pip install "torch==2.13.0" -e ".[torch]"'),
     "mxnet": BackendInfo("bench.mxnet_backend", ("mxnet", "gluonnlp"),
-                         'pip install -e ".[mxnet]"  (see README: MXNet needs numpy < 2)'),
+                         'bash scripts/install_mxnet.sh  (MXNet 1.9.1 needs numpy < 2; see README)'),
 }
 
 
