@@ -13,8 +13,14 @@
 #   * Cython, setuptools, wheel: GluonNLP 0.10.0 is an sdist that compiles a Cython extension.
 #   * mxnet==1.9.1 (CPU wheel, bundles OpenBLAS) and gluonnlp==0.10.0. GluonNLP is built with
 #     --no-build-isolation: an isolated build would fetch numpy 2 and an unpinned toolchain.
+#   * transformers, safetensors, huggingface_hub: the backend's tokenizer (AutoTokenizer imports without
+#     torch), its weight reader (safetensors' numpy API) and the hub cache. Already there next to torch.
 #   * torch stays exactly as installed: every pip call runs under a constraint pinning the torch that is
 #     there (an unpinned torch would pull several GB of CUDA packages).
+#
+# One environment for both backends: `--backend torch` and `--backend mxnet` run from the same Python,
+# and the tests compare them in one process. The mxnet wheel is CPU-only (no CUDA build of 1.9.1 is
+# installed here); the MXNet backend is single-process (README "MXNet backend").
 #
 # Idempotent: exits at once when numpy < 2, mxnet 1.9.1 and gluonnlp 0.10.0 already import together.
 # Fails loudly (non-zero, with the reason) on every error.
@@ -23,6 +29,7 @@ set -euo pipefail
 MXNET_VERSION=1.9.1
 GLUONNLP_VERSION=0.10.0
 NUMPY_SPEC="numpy>=1.26,<2"
+BACKEND_DEPS=("transformers>=4.40" "safetensors>=0.4" "huggingface_hub")
 PYTHON=${PYTHON:-python3}
 
 log() { echo "[install_mxnet] $*" >&2; }
@@ -48,6 +55,7 @@ if mxnet.__version__ != mxnet_version or gluonnlp.__version__ != gluonnlp_versio
 total = float(mxnet.nd.ones((2, 3)).sum().asscalar())
 if total != 6.0:
     sys.exit(f"mxnet computes nonsense: sum of a 2x3 array of ones = {total}")
+import huggingface_hub, safetensors.numpy, transformers  # the backend's tokenizer, weights and hub cache
 print(f"numpy {numpy.__version__}, mxnet {mxnet.__version__}, gluonnlp {gluonnlp.__version__}")
 EOF
 }
@@ -101,6 +109,7 @@ main() {
     pip_install "$NUMPY_SPEC" "Cython" "setuptools" "wheel"
     pip_install "$NUMPY_SPEC" "mxnet==$MXNET_VERSION"
     pip_install --no-build-isolation "$NUMPY_SPEC" "gluonnlp==$GLUONNLP_VERSION"
+    pip_install "$NUMPY_SPEC" "${BACKEND_DEPS[@]}"
     check_torch_unchanged
     versions=$(check_ready) || die "installed, but mxnet/gluonnlp do not import (see above)"
     log "done in $(( $(date +%s) - started )) s: $versions${TORCH_BEFORE:+, torch $TORCH_BEFORE}"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.errors import BenchError
 from bench.mxnet_backend.compat import import_mxnet
 from bench.mxnet_backend.encoders import ACTIVATIONS, EncoderConfig, GluonEncoder
 from bench.mxnet_backend.mobilebert import MobileBertEncoder
@@ -42,8 +43,10 @@ _BASE_PREFIXES = {"bert": "bert.", "roberta": "roberta.", "electra": "electra.",
                   "distilbert": "distilbert.", "mobilebert": "mobilebert."}
 
 
-class ConversionError(ValueError):
-    """A model folder or checkpoint that cannot become a Gluon encoder; the message says why."""
+class ConversionError(BenchError, ValueError):
+    """A model folder or checkpoint that cannot become a Gluon encoder; the message says why.
+
+    A BenchError: the folder or file is the user's to fix, so the CLI prints one line, no traceback."""
 
 
 # ---------------------------------------------------------------------------------------- config

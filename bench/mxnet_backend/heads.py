@@ -30,7 +30,7 @@ from mxnet.gluon import HybridBlock, nn  # noqa: E402
 
 __all__ = ["MASKED_LOGIT", "HEADS", "BasicHead", "ConditionalHead", "GluonQAModel", "masked_log_softmax",
            "build_qa_model", "batch_to_nd", "torch_to_gluon_name", "gluon_to_torch_name", "load_torch_state",
-           "torch_state_from_gluon"]
+           "torch_names", "torch_state_from_gluon"]
 
 HEADS = ("conditional", "basic")
 MASKED_LOGIT = -1e30            # bench.torch_backend.modeling.MASKED_LOGIT: finite, far below any log-prob
@@ -282,15 +282,20 @@ def load_torch_state(model: GluonQAModel, state: dict[str, np.ndarray], where: s
     assign_params(model, values, where=where)
 
 
+def torch_names(model: GluonQAModel) -> dict[str, str]:
+    """Gluon structural parameter name -> torch ``QAModel`` name (``backbone.`` + HF name, or ``head.*``)."""
+    to_hf = hf_name_map(model.config)
+    names = {}
+    for name in structural_params(model):
+        if name.startswith("backbone."):
+            names[name] = f"backbone.{to_hf[name[len('backbone.'):]]}"
+        else:
+            names[name] = gluon_to_torch_name(name)
+    return names
+
+
 def torch_state_from_gluon(model: GluonQAModel) -> dict[str, np.ndarray]:
     """The model's parameters under torch ``QAModel`` names (the inverse of ``load_torch_state``), so a
     Gluon checkpoint can be evaluated by the torch backend and vice versa."""
-    params = {name: param.data().asnumpy() for name, param in structural_params(model).items()}
-    to_hf = hf_name_map(model.config)
-    state = {}
-    for name, value in params.items():
-        if name.startswith("backbone."):
-            state[f"backbone.{to_hf[name[len('backbone.'):]]}"] = value
-        else:
-            state[gluon_to_torch_name(name)] = value
-    return state
+    names = torch_names(model)
+    return {names[name]: param.data().asnumpy() for name, param in structural_params(model).items()}

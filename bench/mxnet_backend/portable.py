@@ -1,0 +1,109 @@
+"""Framework-free helpers of a run that the torch backend also has, inside modules that import torch.
+
+They are gathered here, apart from the MXNet code, because they belong in the core
+(``bench.pipeline`` / a new ``bench.run_helpers``): once moved, both backends import them
+and this module goes away. Their torch-backend twins:
+
+    batches_by_length, allocate_outputs, store_rows   bench.torch_backend.inference (_batches_by_length,
+                                                       _allocate, _store minus the tensor -> numpy step)
+    TrainStats, should_save                            bench.torch_backend.train_loop (TrainStats,
+                                                       Trainer._should_save)
+    feature_cache_dir, progress_factory,               bench.torch_backend.runner (build_features' default,
+    print_summary, CPU_WARNING_WINDOWS                 _progress_factory, _print_summary, CPU_WARNING_WINDOWS)
+
+Nothing here imports a framework.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bench.features import Features
+
+__all__ = ["PAD_LOGIT", "CPU_WARNING_WINDOWS", "batches_by_length", "allocate_outputs", "store_rows", "TrainStats",
+           "should_save", "feature_cache_dir", "progress_factory", "print_summary"]
+
+logger = logging.getLogger("bench.run")
+
+# Large negative but finite in float16, for positions outside a window.
+PAD_LOGIT = -1e4
+# Above this much training work (windows x epochs) a CPU-only run gets a duration estimate first.
+CPU_WARNING_WINDOWS = 20_000
+
+
+# ---------------------------------------------------------------------------------------- evaluation
+def batches_by_length(features: Features, indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Windows longest first, cut into batches: similar lengths share a batch (little padding)."""
+    order = indices[np.argsort(-features.lengths[indices], kind="stable")]
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def allocate_outputs(head: str, n: int, width: int, start_top_n: int, end_top_n: int) -> dict[str, np.ndarray]:
+    """Empty output arrays for ``n`` windows in the format ``bench.pipeline.score_outputs`` reads."""
+    if head == "basic":
+        return {"start_logits": np.full((n, width), PAD_LOGIT, np.float32),
+                "end_logits": np.full((n, width), PAD_LOGIT, np.float32)}
+    return {"start_top_index": np.zeros((n, start_top_n), np.int64),
+            "start_top_logit": np.zeros((n, start_top_n), np.float32),
+            "end_top_index": np.zeros((n, start_top_n, end_top_n), np.int64),
+            "end_top_logit": np.zeros((n, start_top_n, end_top_n), np.float32),
+            "null_score": np.zeros((n,), np.float32)}
+
+
+def store_rows(outputs: dict[str, np.ndarray], result: dict[str, np.ndarray], rows: np.ndarray) -> None:
+    """Copy one batch's numpy results into ``rows`` of ``outputs`` (logits padded to the widest window)."""
+    for name, values in result.items():
+        if name in ("start_logits", "end_logits"):
+            outputs[name][rows, :values.shape[1]] = values
+        else:
+            outputs[name][rows] = values
+
+
+# ---------------------------------------------------------------------------------------- training
+@dataclass
+class TrainStats:
+    updates: int = 0
+    windows: int = 0
+    tokens: int = 0
+    skipped_updates: int = 0      # float16 overflow: step skipped by the loss scaler
+    seconds: float = 0.0
+    last_loss: float = float("nan")
+    history: list = field(default_factory=list)
+
+
+def should_save(update: int, save_interval: int | None, end_of_epoch: bool, finished: bool) -> bool:
+    """Save at the end, every --save_interval updates, or (no interval) at every epoch's end."""
+    if finished:
+        return True
+    if save_interval:
+        return update % save_interval == 0
+    return end_of_epoch
+
+
+# ---------------------------------------------------------------------------------------- run
+def feature_cache_dir(config) -> Path:
+    """--cache_dir, else ``<output_dir>/../.feature_cache`` (shared by the runs beside it)."""
+    if config.cache_dir:
+        return Path(config.cache_dir)
+    return Path(config.output_dir).resolve().parent / ".feature_cache"
+
+
+def progress_factory(desc: str, unit: str):
+    from tqdm.auto import tqdm
+
+    return lambda total, initial=0: tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                                         file=sys.stderr, mininterval=2.0)
+
+
+def print_summary(record: dict, output_dir: Path) -> None:
+    fixed = record["metrics"].get("fixed") or {}
+    em = fixed.get("exact_match", fixed.get("exact"))
+    if em is not None:
+        tuned = record["metrics"].get("tuned")
+        extra = f" (dev-tuned threshold: EM {tuned['exact']:.2f} / F1 {tuned['f1']:.2f})" if tuned else ""
+        logger.info("SQuAD %s: EM %.2f / F1 %.2f%s", record["squad_version"], em, fixed["f1"], extra)
+    logger.info("outputs in %s", output_dir)
