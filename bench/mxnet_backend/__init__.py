@@ -23,7 +23,6 @@ Modules:
     checkpoint  checkpoint files: torch-named safetensors + a pickle-free .npz trainer state
     inference   evaluation forward passes -> the core's output arrays
     runner      the stages of one run, from RunConfig to results.json
-    portable    framework-free helpers waiting to move to the core
 
 MXNet needs numpy < 2: install the extra with ``bash scripts/install_mxnet.sh``.
 """

@@ -15,7 +15,7 @@ import numpy as np
 
 from bench.features import Features, batch_arrays
 from bench.mxnet_backend.heads import batch_to_nd
-from bench.mxnet_backend.portable import allocate_outputs, batches_by_length, store_rows
+from bench.run_helpers import allocate_outputs, batches_by_length, store_rows
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from bench.mxnet_backend.convert import (ConversionError, assign_params, base_mo
 from bench.mxnet_backend.heads import build_qa_model
 from bench.mxnet_backend.inference import predict_windows
 from bench.mxnet_backend.optim import apply_rules, build_trainer, parameter_rules, trainable_params
-from bench.mxnet_backend.portable import (CPU_WARNING_WINDOWS, feature_cache_dir, print_summary,
+from bench.run_helpers import (run_log, CPU_WARNING_WINDOWS, feature_cache_dir, print_summary,
                                           progress_factory)
 from bench.mxnet_backend.source import ModelFolder, load_tokenizer, resolve_model_folder
 from bench.mxnet_backend.train_loop import Trainer, parameter_digest
@@ -92,7 +92,7 @@ def choose_context(config):
 
 
 def setup_process(config) -> tuple:
-    """Refuse what cannot run, pick the device, seed, and start run.log. Returns (ctx, output_dir, handler)."""
+    """Refuse what cannot run, pick the device and seed. Returns (ctx, output_dir)."""
     refuse_several_processes(config)
     detect_world(config.comm_backend, config.gpus)     # refuses the env of a launcher that started several
     ctx = choose_context(config)
@@ -101,13 +101,7 @@ def setup_process(config) -> tuple:
         logger.warning("--compile is torch.compile; --backend mxnet always hybridizes its model instead")
     mx.random.seed(config.seed)     # the QA head's initialisation
     np.random.seed(config.seed)
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output_dir / "run.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logger.info("one process on %s (mxnet %s)", ctx, mx.__version__)
-    return ctx, output_dir, handler
+    return ctx, Path(config.output_dir)
 
 
 def init_amp(config) -> bool:
@@ -264,8 +258,9 @@ def write_outputs(config, ctx, output_dir: Path, *, source, model, train_info, e
 def run(config, stop_after: int | None = None) -> dict | None:
     """Run one configuration (one seed). Returns the results record, or None when ``stop_after``
     interrupted training on purpose (tests of --resume)."""
-    ctx, output_dir, handler = setup_process(config)
-    try:
+    ctx, output_dir = setup_process(config)
+    with run_log(output_dir):
+        logger.info("one process on %s (mxnet %s)", ctx, mx.__version__)
         amp = init_amp(config)
         train_ds, dev_ds = load_datasets(config)
         source, tokenizer, model = load_model(config, ctx)
@@ -286,7 +281,3 @@ def run(config, stop_after: int | None = None) -> dict | None:
                                eval_info=eval_info, train=train_ds, dev=dev_ds, num_eval_features=num_eval_features)
         print_summary(record, output_dir)
         return record
-    finally:
-        # Removed so that the next run in this process (--seeds, tests) does not write into this run.log.
-        logging.getLogger().removeHandler(handler)
-        handler.close()

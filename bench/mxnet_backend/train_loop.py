@@ -31,7 +31,7 @@ from bench.mxnet_backend.compat import import_mxnet
 from bench.mxnet_backend.heads import batch_to_nd, load_torch_state, torch_state_from_gluon
 from bench.mxnet_backend.optim import (clip_coefficient, global_grad_norm, load_optimizer_state,
                                       optimizer_state, zero_grads)
-from bench.mxnet_backend.portable import TrainStats, should_save
+from bench.run_helpers import TrainStats, should_save
 from bench.pipeline import plan_epoch, updates_per_epoch
 from bench.training_rules import linear_schedule
 

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from bench.distributed import WorldInfo, detect_world, eval_shard
 from bench.features import FeatureParams, Features, load_or_build_features
 from bench.pipeline import (BestCheckpoint, checkpoint_label, checkpoints_to_evaluate, dataset_cache_key,
                             feature_params, load_datasets, score_outputs, total_updates)
+from bench.run_helpers import CPU_WARNING_WINDOWS, feature_cache_dir, print_summary, progress_factory, run_log
 from bench.run_record import hardware_info, library_versions, write_run_outputs
 from bench.torch_backend.dist import init_comm
 from bench.torch_backend.inference import predict_windows
@@ -40,8 +40,6 @@ from bench.torch_backend.train_loop import Trainer, TrainStats, load_for_eval
 logger = logging.getLogger("bench.run")
 
 LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "horovod")
-# Above this much training work (windows x epochs) a CPU-only run gets a duration estimate first.
-CPU_WARNING_WINDOWS = 20_000
 
 
 # ---------------------------------------------------------------------------------------- setup
@@ -53,15 +51,7 @@ def setup_process(config) -> tuple:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world.local_world_size))
     torch.manual_seed(config.seed + comm.rank)
     np.random.seed(config.seed)
-    output_dir = Path(config.output_dir)
-    if comm.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(output_dir / "run.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-    comm.barrier()
-    logger.info("rank %d/%d on %s (launcher: %s)", comm.rank, comm.world_size, comm.device, world.launcher)
-    return comm, output_dir
+    return comm, world, Path(config.output_dir)
 
 
 def autocast_factory(dtype: str, device: torch.device):
@@ -75,7 +65,7 @@ def autocast_factory(dtype: str, device: torch.device):
 # ----------------------------------------------------------------------------------------- data
 def build_features(config, dataset: SquadDataset, tokenizer, params: FeatureParams, *, is_training: bool,
                    comm) -> Features:
-    cache_dir = Path(config.cache_dir) if config.cache_dir else Path(config.output_dir).resolve().parent / ".feature_cache"
+    cache_dir = feature_cache_dir(config)
     # Rank 0 builds (and caches) first; the others then load the cache instead of racing to write it.
     if not comm.is_main:
         comm.barrier()
@@ -156,7 +146,7 @@ def train(config, comm, model, features: Features, pad_id: int, output_dir: Path
                 config.num_accumulated, comm.world_size, config.dtype)
     if not resumed and comm.world_size == 1:
         warn_if_slow_on_cpu(config, model, trainer, device)
-    progress = _progress_factory(comm.is_main, "train", "update")
+    progress = progress_factory("train", "update") if comm.is_main else None
     stats = trainer.train(progress, stop_after=stop_after)
     # Every rank logs this: equal digests prove the replicas stayed in sync.
     logger.info("rank %d final parameter digest %s", comm.rank, parameter_digest(model))
@@ -177,19 +167,11 @@ def parameter_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _progress_factory(enabled: bool, desc: str, unit: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return lambda total, initial=0: tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
-                                         file=sys.stderr, mininterval=2.0)
-
-
 # ------------------------------------------------------------------------------------- evaluate
 def predict(config, comm, model, features: Features, pad_id: int, autocast) -> dict | None:
     """Each rank predicts a contiguous block of windows; rank 0 gets them all, in feature order."""
     local = eval_shard(len(features), comm.rank, comm.world_size)
-    progress = _progress_factory(comm.is_main, "eval", "window")
+    progress = progress_factory("eval", "window") if comm.is_main else None
     bar = progress(len(local)) if progress else None
     outputs = predict_windows(model, features, local, batch_size=config.eval_batch_size, pad_id=pad_id,
                               device=comm.device, autocast=autocast(), round_to=config.round_to,
@@ -240,42 +222,40 @@ def write_outputs(config, comm, output_dir: Path, *, source, model, train_info, 
 # ------------------------------------------------------------------------------------------ run
 def run(config, stop_after: int | None = None) -> dict | None:
     """Run one configuration (one seed). Returns the results record on rank 0, else None."""
-    comm, output_dir = setup_process(config)
-    try:
-        train_ds, dev_ds = load_datasets(config)
-        source, tokenizer, model = load_model(config, comm.device)
-        params = feature_params(config, model.backbone.config.model_type)
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        autocast = autocast_factory(config.dtype, comm.device)
-        train_info = eval_info = None
-        if train_ds is not None:
-            features = build_features(config, train_ds, tokenizer, params, is_training=True, comm=comm)
-            train_info = train(config, comm, model, features, pad_id, output_dir, autocast, stop_after=stop_after)
-            if stop_after is not None and train_info["updates"] < total_updates(config, len(features),
-                                                                                comm.world_size):
-                return None    # interrupted on purpose (tests of --resume)
-        num_eval_features = None
-        if dev_ds is not None:
-            eval_features = build_features(config, dev_ds, tokenizer, params, is_training=False, comm=comm)
-            num_eval_features = len(eval_features)
-            eval_info = evaluate_checkpoints(config, comm, model, dev_ds, eval_features, pad_id, autocast,
-                                             output_dir)
-        if not comm.is_main:
-            return None
-        record = write_outputs(config, comm, output_dir, source=source, model=model, train_info=train_info,
-                               eval_info=eval_info, train=train_ds, dev=dev_ds, num_eval_features=num_eval_features)
-        _print_summary(record, output_dir)
-        return record
-    finally:
+    comm, world, output_dir = setup_process(config)
+    with run_log(output_dir, enabled=comm.is_main):
         comm.barrier()
-        comm.shutdown()
+        logger.info("rank %d/%d on %s (launcher: %s)", comm.rank, comm.world_size, comm.device, world.launcher)
+        try:
+            return _run_stages(config, comm, output_dir, stop_after)
+        finally:
+            comm.barrier()
+            comm.shutdown()
 
 
-def _print_summary(record: dict, output_dir: Path) -> None:
-    fixed = record["metrics"].get("fixed") or {}
-    em = fixed.get("exact_match", fixed.get("exact"))
-    if em is not None:
-        tuned = record["metrics"].get("tuned")
-        extra = f" (dev-tuned threshold: EM {tuned['exact']:.2f} / F1 {tuned['f1']:.2f})" if tuned else ""
-        logger.info("SQuAD %s: EM %.2f / F1 %.2f%s", record["squad_version"], em, fixed["f1"], extra)
-    logger.info("outputs in %s", output_dir)
+def _run_stages(config, comm, output_dir: Path, stop_after: int | None) -> dict | None:
+    """The stages, in order: data, model, features, train, evaluate, write (rank 0)."""
+    train_ds, dev_ds = load_datasets(config)
+    source, tokenizer, model = load_model(config, comm.device)
+    params = feature_params(config, model.backbone.config.model_type)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    autocast = autocast_factory(config.dtype, comm.device)
+    train_info = eval_info = None
+    if train_ds is not None:
+        features = build_features(config, train_ds, tokenizer, params, is_training=True, comm=comm)
+        train_info = train(config, comm, model, features, pad_id, output_dir, autocast, stop_after=stop_after)
+        if stop_after is not None and train_info["updates"] < total_updates(config, len(features),
+                                                                            comm.world_size):
+            return None    # interrupted on purpose (tests of --resume)
+    num_eval_features = None
+    if dev_ds is not None:
+        eval_features = build_features(config, dev_ds, tokenizer, params, is_training=False, comm=comm)
+        num_eval_features = len(eval_features)
+        eval_info = evaluate_checkpoints(config, comm, model, dev_ds, eval_features, pad_id, autocast,
+                                         output_dir)
+    if not comm.is_main:
+        return None
+    record = write_outputs(config, comm, output_dir, source=source, model=model, train_info=train_info,
+                           eval_info=eval_info, train=train_ds, dev=dev_ds, num_eval_features=num_eval_features)
+    print_summary(record, output_dir)
+    return record

@@ -1,31 +1,25 @@
-"""Framework-free helpers of a run that the torch backend also has, inside modules that import torch.
+"""Framework-free helpers of a run that every backend uses.
 
-They are gathered here, apart from the MXNet code, because they belong in the core
-(``bench.pipeline`` / a new ``bench.run_helpers``): once moved, both backends import them
-and this module goes away. Their torch-backend twins:
-
-    batches_by_length, allocate_outputs, store_rows   bench.torch_backend.inference (_batches_by_length,
-                                                       _allocate, _store minus the tensor -> numpy step)
-    TrainStats, should_save                            bench.torch_backend.train_loop (TrainStats,
-                                                       Trainer._should_save)
-    feature_cache_dir, progress_factory,               bench.torch_backend.runner (build_features' default,
-    print_summary, CPU_WARNING_WINDOWS                 _progress_factory, _print_summary, CPU_WARNING_WINDOWS)
-
+Evaluation output arrays (batching windows by length, allocating and filling the
+arrays ``bench.pipeline.score_outputs`` reads), training statistics and the save
+rule, the feature-cache folder, progress bars, the run's log file and its summary.
 Nothing here imports a framework.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from bench.features import Features
 
 __all__ = ["PAD_LOGIT", "CPU_WARNING_WINDOWS", "batches_by_length", "allocate_outputs", "store_rows", "TrainStats",
-           "should_save", "feature_cache_dir", "progress_factory", "print_summary"]
+           "should_save", "feature_cache_dir", "progress_factory", "print_summary", "run_log"]
 
 logger = logging.getLogger("bench.run")
 
@@ -107,3 +101,24 @@ def print_summary(record: dict, output_dir: Path) -> None:
         extra = f" (dev-tuned threshold: EM {tuned['exact']:.2f} / F1 {tuned['f1']:.2f})" if tuned else ""
         logger.info("SQuAD %s: EM %.2f / F1 %.2f%s", record["squad_version"], em, fixed["f1"], extra)
     logger.info("outputs in %s", output_dir)
+
+
+@contextlib.contextmanager
+def run_log(output_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Copy every log record to ``<output_dir>/run.log`` while the run lasts.
+
+    The handler is removed afterwards, so the next run in the same process (``--seeds``,
+    tests, notebooks) does not write into this run's log.
+    """
+    if not enabled:
+        yield
+        return
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(Path(output_dir) / "run.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
