@@ -1,4 +1,8 @@
-"""bench.postprocess: the vectorized path against the plain loop on the full dev-v2.0 set, plus hand-made cases."""
+"""bench.postprocess: the vectorized path against the plain loop on the full dev-v2.0 set, plus hand-made cases.
+
+The vectorized path returns its n-best lists as an ``NBest`` (columns); every comparison with the
+reference loop materialises them (``to_dict``) and compares the plain dicts.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -9,10 +13,11 @@ import re
 import numpy as np
 import pytest
 
+import bench.postprocess as postprocess_module
 from bench.data import Answer, SquadDataset, SquadExample, load_squad
 from bench.features import FeatureParams, Features, build_features
-from bench.postprocess import (NO_SPAN_NA_PROB, SpanCandidates, candidates_from_logits, candidates_from_topk,
-                               null_scores_from_logits, postprocess, write_predictions)
+from bench.postprocess import (NO_SPAN_NA_PROB, NBest, PairGrid, SpanCandidates, candidates_from_logits,
+                               candidates_from_topk, null_scores_from_logits, postprocess, write_predictions)
 from tests.reference_postprocess import reference_postprocess, reference_postprocess_candidates
 
 MAX_SEQ_LENGTH = 384
@@ -25,11 +30,17 @@ def vectorized(dataset, features, start_logits, end_logits, *, with_null_scores=
     return postprocess(dataset, features, candidates, null_scores, **options)
 
 
+def materialised(nbest) -> dict:
+    """The n-best lists as plain dicts: an NBest materialised, a dict (the reference's) as it is."""
+    return nbest.to_dict() if isinstance(nbest, NBest) else nbest
+
+
 def nbest_rows(preds):
     """(qid, rank, text, start_logit, end_logit, offsets) per n-best entry, and the probabilities."""
+    nbest = materialised(preds.nbest)
     rows = [(qid, rank, e["text"], e["start_logit"], e["end_logit"], e["offsets"])
-            for qid, entries in preds.nbest.items() for rank, e in enumerate(entries)]
-    return rows, np.array([e["probability"] for entries in preds.nbest.values() for e in entries])
+            for qid, entries in nbest.items() for rank, e in enumerate(entries)]
+    return rows, np.array([e["probability"] for entries in nbest.values() for e in entries])
 
 
 def assert_same(got, want):
@@ -123,7 +134,8 @@ def test_full_dev_v2_matches_reference_loop(dev):
     assert len(got.predictions) == 11873
     answered = sum(text != "" for text in got.predictions.values())
     assert 0 < answered < 11873                    # both outcomes occur with random logits
-    assert all(len(entries) <= 21 for entries in got.nbest.values())
+    assert isinstance(got.nbest, NBest) and len(got.nbest) == 11873
+    assert np.diff(got.nbest.example_starts).max() <= 21
 
 
 def test_candidates_without_grid_or_in_any_order_give_the_same_result(dev):
@@ -166,6 +178,55 @@ def test_topk_head_with_shared_ends_equals_basic_head(dev):
                                 end_logits[:, ::-1, ::-1])
     null = null_scores_from_logits(s, e)
     assert_same(postprocess(dataset, features, topk, null), postprocess(dataset, features, basic, null))
+
+
+@pytest.mark.parametrize("pairs_per_chunk", [1, 7 * 400])
+def test_pairs_scored_in_small_chunks_give_the_same_result(dev, monkeypatch, pairs_per_chunk):
+    """Chunk boundaries (one window per chunk, or 7) must not change anything."""
+    dataset, features, s, e = dev
+    dataset, features = sub_dataset(dataset, features, 400)
+    s, e = s[:len(features)], e[:len(features)]
+    monkeypatch.setattr(postprocess_module, "_PAIRS_PER_CHUNK", pairs_per_chunk)
+    assert_same(vectorized(dataset, features, s, e), reference_postprocess(dataset, features, s, e))
+
+
+def test_nbest_columns_agree_with_the_dicts_and_the_features(dev):
+    dataset, features, s, e = dev
+    dataset, features = sub_dataset(dataset, features, 1500)
+    s, e = s[:len(features)], e[:len(features)]
+    nbest = vectorized(dataset, features, s, e).nbest
+    qids = [example.qid for example in dataset.examples]
+    assert list(nbest) == qids and len(nbest) == 1500 and qids[7] in nbest and "no such qid" not in nbest
+    assert repr(nbest) == f"NBest(1500 questions, {nbest.num_entries} entries)"
+    with pytest.raises(KeyError):
+        nbest["no such qid"]
+    dicts = nbest.to_dict()
+    assert all(nbest[qid] == dicts[qid] for qid in qids[:50]) and nbest == dicts and dicts == nbest
+
+    spans = ~nbest.is_null
+    tokens = features.row_starts[nbest.window[spans]]
+    assert np.array_equal(nbest.char_start[spans], features.offsets[tokens + nbest.start_token[spans], 0])
+    assert np.array_equal(nbest.char_end[spans], features.offsets[tokens + nbest.end_token[spans], 1])
+    assert np.all(features.example_index[nbest.window[spans]] ==
+                  np.repeat(np.arange(1500), np.diff(nbest.example_starts))[spans])
+    nulls = nbest.is_null
+    assert np.all(nbest.window[nulls] == -1) and np.all(nbest.start_token[nulls] == -1)
+    assert np.all(nbest.char_start[nulls] == 0) and np.all(nbest.char_end[nulls] == 0)
+    assert np.all(nbest.end_logit[nulls] == 0.0) and nulls.sum() == 1500       # one null entry per question
+    sums = np.add.reduceat(nbest.probability, nbest.example_starts[:-1])
+    np.testing.assert_allclose(sums, 1.0, rtol=0, atol=1e-9)
+
+
+def test_nbest_file_is_json_dumps_of_the_materialised_dicts(dev, tmp_path):
+    dataset, features, s, e = dev
+    dataset, features = sub_dataset(dataset, features, 1500)
+    s, e = s[:len(features)], e[:len(features)]
+    preds = vectorized(dataset, features, s, e)
+    files = write_predictions(tmp_path, preds)
+    expected = json.dumps(preds.nbest.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    assert files["nbest"].read_bytes() == expected.encode("utf-8")
+    assert files["predictions"].read_bytes() == (json.dumps(preds.predictions, indent=2, ensure_ascii=False)
+                                                 + "\n").encode("utf-8")
 
 
 # ------------------------------------------------------------------------------------------ hand-made cases
@@ -388,6 +449,9 @@ def test_write_predictions_atomic_utf8_json(tmp_path, monkeypatch):
         assert json.loads(raw.decode("utf-8")) is not None
     assert "東京".encode("utf-8") in files["predictions"].read_bytes()          # stored readable, not \u-escaped
     assert json.loads(files["nbest"].read_text("utf-8")) == preds.nbest
+    # Streamed from the columns, byte for byte what json.dumps makes of the materialised dicts.
+    assert files["nbest"].read_bytes() == (json.dumps(preds.nbest.to_dict(), indent=2, ensure_ascii=False)
+                                           + "\n").encode("utf-8")
     assert json.loads(files["na_prob"].read_text("utf-8")) == preds.na_prob
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "na_prob.json", "nbest_predictions.json", "predictions.json"]
@@ -408,3 +472,103 @@ def test_v1_without_null_scores_writes_no_na_prob(tmp_path):
     s, e = logits_for(features, start={0: {5: 1.0}}, end={0: {5: 1.0}})
     files = write_predictions(tmp_path, vectorized(dataset, features, s, e, with_null_scores=False))
     assert set(files) == {"predictions", "nbest"} and not (tmp_path / "na_prob.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ NBest, JSON, internals
+def hand_nbest(qids, contexts, entries_per_question, rows):
+    """An NBest from per-entry rows (char_start, char_end, start_logit, end_logit, probability, is_null)."""
+    columns = np.array(rows, dtype=np.float64).reshape(-1, 6)
+    starts = np.zeros(len(qids) + 1, dtype=np.int64)
+    np.cumsum(entries_per_question, out=starts[1:])
+    minus_one = np.full(len(columns), -1, dtype=np.int32)
+    return NBest(qids=qids, contexts=contexts, example_starts=starts, window=minus_one, start_token=minus_one,
+                 end_token=minus_one, char_start=columns[:, 0].astype(np.int64),
+                 char_end=columns[:, 1].astype(np.int64), start_logit=columns[:, 2], end_logit=columns[:, 3],
+                 probability=columns[:, 4], is_null=columns[:, 5].astype(bool))
+
+
+def json_text(nbest: NBest, questions_per_chunk: int) -> str:
+    return "".join(nbest.json_chunks(questions_per_chunk))
+
+
+def test_nbest_json_matches_json_dumps_on_awkward_content():
+    context = 'He said "x\\y"\n\tand\x01 then 東京 \U0001F600 done'
+    qids = ["q0", "q\"1\u00e9", "q2", "q0"]                  # the repeated qid keeps its first place, last list
+    rows = [(0, 7, 1.5, -2.25, 0.5, 0), (8, 16, np.inf, 0.1, 0.25, 0), (0, 0, 3.0, 0.0, 0.25, 1),
+            (17, 27, -np.inf, np.nan, 1.0, 0),
+            (28, 30, 1e-7, 123456789.0, 1.0, 0)]
+    nbest = hand_nbest(qids, [context] * 4, [3, 1, 0, 1], rows)
+    plain = nbest.to_dict()
+    assert list(plain) == ["q0", "q\"1\u00e9", "q2"] and [x["text"] for x in plain["q0"]] == [context[28:30]]
+    assert plain["q2"] == [] and len(nbest) == 3
+    expected = json.dumps(plain, indent=2, ensure_ascii=False) + "\n"
+    assert "Infinity" in expected and "NaN" in expected
+    for chunk in (1, 2, 1000):
+        assert json_text(nbest, chunk) == expected
+    empty = hand_nbest([], [], [], [])
+    assert json_text(empty, 10) == json.dumps({}, indent=2) + "\n" and empty.to_dict() == {} and empty == {}
+
+
+def test_span_candidates_arrays_are_built_from_the_grid_on_demand():
+    rng = np.random.default_rng(3)
+    starts, ends = rng.integers(0, 9, (4, 3)), rng.integers(0, 9, (4, 3, 2))
+    start_logits, end_logits = rng.random((4, 3), dtype=np.float32), rng.random((4, 3, 2), dtype=np.float32)
+    topk = candidates_from_topk(starts, start_logits, ends, end_logits)
+    assert len(topk) == 4 and topk.num_candidates == 6 and topk.grid is not None
+    assert np.array_equal(topk.start, np.repeat(starts, 2, axis=1)) and np.array_equal(topk.end, ends.reshape(4, 6))
+    assert np.array_equal(topk.end_logit, end_logits.reshape(4, 6))
+    shared = SpanCandidates.from_grid(PairGrid(starts, start_logits, ends[:, 0, :], end_logits[:, 0, :]))
+    assert np.array_equal(shared.end, np.tile(ends[:, 0, :], (1, 3)))
+    assert np.array_equal(shared.start_logit, np.repeat(start_logits, 2, axis=1))
+    with pytest.raises(ValueError, match="one \\(n, C\\) shape"):
+        SpanCandidates(starts, starts[:, :2], start_logits, start_logits)
+
+
+@pytest.mark.parametrize("null", [1.0, np.nextafter(1.0, 2.0), np.nextafter(1.0, 0.0), 1.0 + 1e-12, 1.0 - 1e-12])
+def test_null_score_placed_exactly_against_float32_span_scores(null):
+    """Span scores are float32, null scores may be any float64: the null goes after every span
+    scoring >= it, decided exactly."""
+    features, dataset = make_features([one_window()]), make_dataset()
+    start, end = np.array([[4, 5, 6]]), np.array([[4, 5, 6]])
+    start_logit = np.array([[0.5, 0.25, 0.75]], np.float32)
+    end_logit = np.array([[0.5, 0.75, 0.25]], np.float32)              # every span scores exactly 1.0
+    nulls = np.array([null])
+    got = postprocess(dataset, features, SpanCandidates(start, end, start_logit, end_logit), nulls)
+    want = reference_postprocess_candidates(dataset, features, start, end, start_logit, end_logit, nulls)
+    assert_same(got, want)
+    null_rank = [x["text"] for x in got.nbest["q0"]].index("")
+    assert null_rank == (0 if null > 1.0 else 3)
+
+
+def test_context_not_in_one_run_takes_the_general_path():
+    """A window whose context has a gap (a None token inside) or extra trailing tokens."""
+    gap = {"example": 0, "tokens": [None, None] + WORD_SPANS[:3] + [None] + WORD_SPANS[3:6] + [None, None]}
+    features = make_features([gap, one_window(example=1)])
+    assert not postprocess_module._context_is_one_run(features)
+    assert postprocess_module._context_is_one_run(make_features([one_window(), one_window(example=1)]))
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        s, e = (rng.integers(-3, 4, (2, 14)).astype(np.float32) for _ in range(2))
+        for version in ("2.0", "1.1"):
+            dataset = make_dataset(2, version=version)
+            options = dict(n_best_size=3, max_answer_length=4)
+            assert_same(vectorized(dataset, features, s, e, **options),
+                        reference_postprocess(dataset, features, s, e, **options))
+
+
+def test_nan_logits_outside_the_context_are_never_read():
+    features, dataset = make_features([one_window()]), make_dataset()
+    s, e = logits_for(features, start={0: {5: 1.0}}, end={0: {5: 1.0}})
+    want = vectorized(dataset, features, s, e)
+    s[0, 1:4], e[0, 13:] = np.nan, np.inf                      # question tokens; past the window
+    assert_same(vectorized(dataset, features, s, e), want)
+
+
+def test_ranking_sort_fallback_for_wide_keys_agrees():
+    """Beyond 64 bits of (example, key, index) the ranking falls back to np.lexsort: same order."""
+    rng = np.random.default_rng(2)
+    example = rng.integers(0, 50, 3000)
+    key = rng.integers(0, 40, 3000).astype(np.uint32)             # many equal keys: the index decides
+    want = np.lexsort((np.arange(3000), key, example))
+    assert np.array_equal(postprocess_module._sorted_items(example, key, 50), want)
+    assert np.array_equal(postprocess_module._sorted_items(example, key, 1 << 40), want)
