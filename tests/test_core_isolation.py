@@ -10,7 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 CORE_MODULES = ["bench", "bench.assets", "bench.backends", "bench.checkpoints", "bench.cli", "bench.config", "bench.data",
                 "bench.demo", "bench.distributed", "bench.errors", "bench.evaluate", "bench.features",
-                "bench.gen_commands", "bench.io_utils", "bench.models", "bench.pipeline", "bench.postprocess",
+                "bench.gen_commands", "bench.io_utils", "bench.model_source", "bench.models", "bench.pipeline", "bench.postprocess",
                 "bench.prepare", "bench.presets", "bench.references", "bench.report", "bench.results",
                 "bench.run_helpers", "bench.run_record", "bench.run_squad", "bench.training_rules"]
 

@@ -69,7 +69,7 @@ def labels(batch: dict) -> dict:
 def test_source_family_sdpa_and_layers(family, tiny, tiny_dirs):
     model, tokenizer = tiny(family)
     source = resolve_model_source("google_albert_base_v2", str(tiny_dirs[family]))
-    assert source.is_local and source.family == family
+    assert source.family == family and source.folder == tiny_dirs[family]
     assert source.input_style == ("roberta" if family == "roberta" else "bert")
     assert tokenizer.is_fast
     assert model.family == family and model.head_type == "conditional"
@@ -111,8 +111,8 @@ def test_cached_hub_model_is_used_without_network(monkeypatch, tmp_path, tiny_di
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     source = resolve_model_source("google_electra_small", None)
-    assert source.path_or_id == "google/electra-small-discriminator"
-    assert source.local_files_only and not source.is_local and source.family == "electra"
+    assert source.source == "google/electra-small-discriminator"
+    assert source.folder == snapshot and source.family == "electra"
 
 
 def test_backbone_path_overrides_weights_with_strict_keys(tmp_path, tiny_dirs):

@@ -17,7 +17,6 @@ Modules:
     convert     Hugging Face folder -> Gluon encoder with the converted weights
     heads       the conditional and basic QA heads, GluonQAModel (encoder + head), torch <-> Gluon
                 parameter names
-    source      --model_path / --model_name -> a local HF folder and its fast tokenizer (no torch)
     optim       TorchAdamW (torch.optim.AdamW's update), lr_mult / wd_mult / grad_req rules, clipping
     train_loop  the update loop: accumulation, clipping, schedule, logging, checkpoints, --resume
     checkpoint  checkpoint files: torch-named safetensors + a pickle-free .npz trainer state

@@ -37,7 +37,7 @@ from bench.mxnet_backend.inference import predict_windows
 from bench.mxnet_backend.optim import apply_rules, build_trainer, parameter_rules, trainable_params
 from bench.run_helpers import (run_log, CPU_WARNING_WINDOWS, feature_cache_dir, print_summary,
                                           progress_factory)
-from bench.mxnet_backend.source import ModelFolder, load_tokenizer, resolve_model_folder
+from bench.model_source import ModelFolder, load_tokenizer, resolve_model_folder
 from bench.mxnet_backend.train_loop import Trainer, parameter_digest
 from bench.pipeline import (BestCheckpoint, checkpoint_label, checkpoints_to_evaluate, dataset_cache_key,
                             feature_params, load_datasets, score_outputs, total_updates)

@@ -31,6 +31,16 @@ so masking is safe under autocast:
     a comparison of two log-probabilities, so the threshold 0 means "the more
     probable of the two".
 
+CPU training speed (``FastDropout``, ``cpu_training_attention``): on the CPU, torch's
+``bernoulli_`` draws one random number per element serially, and SDPA falls back to its
+unfused math path (with extra masked-softmax passes) whenever attention dropout is on, so
+dropout and attention took about a third of a training step on 2 cores. While a CPU model
+trains, every dropout draws its keep mask from 31-bit integers (two per ``random_`` int64
+draw of torch's default generator, so checkpoints restore it) and attention runs Hugging
+Face's eager formula (additive float mask, softmax, dropout, weighted sum). Same
+computation, same dropout probability (to 2^-31); only which random numbers are drawn
+differs. Evaluation and GPUs keep SDPA and ``torch.nn.functional.dropout``.
+
 The model is kept in float32; the trainer adds autocast. Weights are read only
 from safetensors (or, for hub checkpoints without them, by transformers'
 ``torch.load(weights_only=True)``); remote code is never run.
@@ -41,25 +51,23 @@ import contextlib
 
 import copy
 import inspect
-import json
 import logging
-import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.models import FAMILIES, ModelSpec, get_model_spec
-from bench.errors import BenchError
+from bench.models import FAMILIES
+from bench.model_source import ModelFolder, ModelSourceError, load_tokenizer, resolve_model_folder
 from bench.training_rules import layer_index_from_name
 
-__all__ = ["ModelSource", "ModelSourceError", "QAModel", "BasicHead", "ConditionalHead", "HEADS",
+__all__ = ["ModelSourceError", "QAModel", "BasicHead", "ConditionalHead", "HEADS",
            "MASKED_LOGIT", "resolve_model_source", "load_tokenizer", "build_qa_model",
            "load_backbone", "load_backbone_weights", "masked_log_softmax",
-           "quantize_dynamic_int8", "SDPA_FAMILIES"]
+           "quantize_dynamic_int8", "SDPA_FAMILIES", "FastDropout", "fast_dropout",
+           "cpu_training_attention", "CPU_TRAINING_ATTENTION"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,169 +85,34 @@ _TRUE_VALUES = {"1", "on", "yes", "true"}
 _HUB_PROBE_TIMEOUT_S = 10.0
 
 
-class ModelSourceError(BenchError, RuntimeError):
-    """A model or tokenizer that cannot be located or loaded; the message says what to pass instead."""
-
-
-# ---------------------------------------------------------------------------------------- sources
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a backbone and its tokenizer come from.
-
-    spec:             the registry entry (None for a local folder of a model the registry does not name)
-    path_or_id:       local folder path, or Hugging Face hub id
-    is_local:         True for ``--model_path`` folders
-    local_files_only: load without touching the network (local folders and hub models already cached)
-    """
-    spec: ModelSpec | None
-    path_or_id: str
-    is_local: bool
-    local_files_only: bool = True
-
-    @property
-    def family(self) -> str:
-        """Model family: the folder's config.json ``model_type`` for local folders, else the registry's."""
-        if self.is_local:
-            return _read_model_type(Path(self.path_or_id))
-        return self.spec.family
-
-    @property
-    def input_style(self) -> str:
-        """Input template the checkpoint was pretrained with: "bert" or "roberta" (see bench.models)."""
-        if self.spec is not None and self.spec.family == self.family:
-            return self.spec.input_style
-        return "roberta" if self.family == "roberta" else "bert"
-
-
-def resolve_model_source(model_name: str, model_path: str | None) -> ModelSource:
-    """``--model_path`` (a local HF folder) wins; otherwise the registry's hub id for ``--model_name``."""
-    if model_path:
-        return _local_source(model_name, Path(model_path))
-    return _hub_source(get_model_spec(model_name))
-
-
-def _local_source(model_name: str, folder: Path) -> ModelSource:
-    if not folder.is_dir():
-        raise ModelSourceError(f"--model_path {folder}: not a folder (expected a Hugging Face model folder "
-                               f"with config.json, model.safetensors and tokenizer files)")
-    if not (folder / "config.json").is_file():
-        raise ModelSourceError(f"--model_path {folder}: config.json is missing (expected a Hugging Face "
-                               f"model folder with config.json, model.safetensors and tokenizer files)")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise ModelSourceError(f"--model_path {folder}: no weights found (expected model.safetensors)")
-    family = _read_model_type(folder)
-    spec = _registry_spec_or_none(model_name)
-    if spec is not None and spec.family != family:
-        # --model_name keeps its default (an ALBERT) when only --model_path is given: ignore it then.
-        logger.info("--model_path %s holds a %r model; ignoring --model_name %s (%s)", folder, family,
-                    model_name, spec.family)
-        spec = None
-    return ModelSource(spec=spec, path_or_id=str(folder), is_local=True, local_files_only=True)
-
-
-def _registry_spec_or_none(model_name: str) -> ModelSpec | None:
-    try:
-        return get_model_spec(model_name)
-    except KeyError:
-        return None
-
-
-def _read_model_type(folder: Path) -> str:
-    with open(folder / "config.json", encoding="utf-8") as f:
-        return json.load(f).get("model_type", "")
-
-
-def _hub_source(spec: ModelSpec) -> ModelSource:
-    """The hub id, from the cache if it is there, else after one quick reachability probe."""
-    if _is_cached(spec.hub_id):
-        return ModelSource(spec=spec, path_or_id=spec.hub_id, is_local=False, local_files_only=True)
-    if _hub_offline():
-        raise ModelSourceError(_not_available_message(spec, "the hub is disabled (HF_HUB_OFFLINE is set)"))
-    _probe_hub(spec)
-    return ModelSource(spec=spec, path_or_id=spec.hub_id, is_local=False, local_files_only=False)
-
-
-def _hub_offline() -> bool:
-    # Read the environment now: huggingface_hub reads it once at import, which may be too early.
-    return any(os.environ.get(name, "").strip().lower() in _TRUE_VALUES
-               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _is_cached(hub_id: str) -> bool:
-    """True when the cache holds the config and the weights of ``hub_id``."""
-    from huggingface_hub import try_to_load_from_cache
-
-    def cached(name: str) -> bool:
-        return isinstance(try_to_load_from_cache(hub_id, name), str)
-
-    return cached("config.json") and any(cached(name) for name in WEIGHT_FILES)
-
-
-def _probe_hub(spec: ModelSpec) -> None:
-    """One HEAD request for config.json, no retries: fail now rather than after minutes of backoff."""
-    from huggingface_hub import get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
-
-    kwargs = {"timeout": _HUB_PROBE_TIMEOUT_S}
-    if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters:
-        kwargs["retry_on_errors"] = False
-    try:
-        get_hf_file_metadata(hf_hub_url(spec.hub_id, "config.json"), **kwargs)
-    except (RepositoryNotFoundError, GatedRepoError) as exc:
-        raise ModelSourceError(_not_available_message(spec, f"the hub refused it ({type(exc).__name__})")) from exc
-    except Exception as exc:  # any transport error (DNS, refused, timeout, proxy) means "unreachable"
-        raise ModelSourceError(_not_available_message(spec, f"the hub is unreachable ({exc})")) from exc
-
-
-def _not_available_message(spec: ModelSpec, reason: str) -> str:
-    return (f"cannot load --model_name {spec.name}: its Hugging Face hub id {spec.hub_id!r} is not in the "
-            f"local cache and {reason}. Either download it where the hub is reachable "
-            f"(`hf download {spec.hub_id} --local-dir DIR`) and pass --model_path DIR, or pass "
-            f"--model_path pointing to a local folder with config.json, model.safetensors and tokenizer files.")
-
-
-def load_tokenizer(source: ModelSource):
-    """The source's fast (Rust) tokenizer; the feature code needs its offset mappings."""
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.path_or_id, use_fast=True, trust_remote_code=False,
-                                                  local_files_only=source.local_files_only)
-    except (OSError, ValueError) as exc:
-        raise ModelSourceError(f"cannot load the tokenizer of {source.path_or_id}: {exc} "
-                               f"(pass --model_path to a folder with tokenizer.json)") from exc
-    if not tokenizer.is_fast:
-        raise ModelSourceError(f"{source.path_or_id}: only a slow tokenizer is available "
-                               f"({type(tokenizer).__name__}); a fast tokenizer (tokenizer.json) is required "
-                               f"for character offsets")
-    return tokenizer
+# The backends share one resolver (bench.model_source); this is its name in this module's API.
+resolve_model_source = resolve_model_folder
 
 
 # ---------------------------------------------------------------------------------------- backbone
-def load_backbone(source: ModelSource) -> nn.Module:
+def load_backbone(source: ModelFolder) -> nn.Module:
     """The pretrained encoder, float32, without pooler, with SDPA attention where supported."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
-    config = AutoConfig.from_pretrained(source.path_or_id, trust_remote_code=False,
-                                        local_files_only=source.local_files_only)
+    config = AutoConfig.from_pretrained(source.folder, trust_remote_code=False, local_files_only=True)
     if config.model_type not in FAMILIES:
-        raise ModelSourceError(f"{source.path_or_id}: model type {config.model_type!r} is not supported; "
+        raise ModelSourceError(f"{source.folder}: model type {config.model_type!r} is not supported; "
                                f"supported families: {', '.join(FAMILIES)}")
     model_class = MODEL_MAPPING[type(config)]
-    kwargs = {"config": config, "dtype": torch.float32, "local_files_only": source.local_files_only,
+    kwargs = {"config": config, "dtype": torch.float32, "local_files_only": True,
               "attn_implementation": "sdpa" if getattr(model_class, "_supports_sdpa", False) else "eager"}
     if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
         kwargs["add_pooling_layer"] = False  # an unused pooler would break DDP (parameters without grads)
-    if source.is_local and (Path(source.path_or_id) / "model.safetensors").is_file():
+    if (source.folder / "model.safetensors").is_file():
         kwargs["use_safetensors"] = True
     with _quiet_transformers():
-        model, info = model_class.from_pretrained(source.path_or_id, output_loading_info=True, **kwargs)
+        model, info = model_class.from_pretrained(source.folder, output_loading_info=True, **kwargs)
     # Unexpected keys are the dropped pooler and pretraining heads; missing ones would be a real problem.
     missing = sorted(info.get("missing_keys") or [])
     if missing:
         logger.warning("%s: %d backbone weights are not in the checkpoint and were initialised randomly "
-                       "(e.g. %s)", source.path_or_id, len(missing), ", ".join(missing[:3]))
+                       "(e.g. %s)", source.source, len(missing), ", ".join(missing[:3]))
     return model
 
 
@@ -299,6 +172,94 @@ def _accepts_token_types(backbone: nn.Module) -> bool:
     return "token_type_ids" in forward_params and getattr(backbone.config, "type_vocab_size", 0) > 1
 
 
+# ---------------------------------------------------------------------------------------- CPU training speed
+# Name under which cpu_training_attention is registered with transformers' attention interfaces.
+CPU_TRAINING_ATTENTION = "bench_cpu_training"
+_KEEP_BITS = 31
+
+
+def _keep_scale(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A dropout multiplier: 1/(1-p) where kept, 0 where dropped, P(drop) = round(p * 2^31) / 2^31.
+
+    Why int64 draws: one ``random_`` call yields 64 random bits (uniform over [0, 2^63)) from the
+    default generator, about 4x cheaper per element than ``bernoulli_``; masking each 32-bit half
+    to 31 bits gives two uniform 31-bit integers per draw.
+    """
+    count = shape.numel()
+    words = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_()
+    halves = words.view(torch.int32)[:count].view(shape)
+    halves.bitwise_and_((1 << _KEEP_BITS) - 1)
+    keep = halves >= round(p * (1 << _KEEP_BITS))
+    return keep.to(dtype).mul_(1.0 / (1.0 - p))
+
+
+def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """``F.dropout(x, p, training)`` with a cheaper keep mask on the CPU (see _keep_scale)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0:
+        return F.dropout(x, p, training)     # GPUs have fused dropout kernels
+    return x * _keep_scale(x.shape, p, x.dtype, x.device)
+
+
+class FastDropout(nn.Dropout):
+    """nn.Dropout whose CPU training path is fast_dropout (a drop-in: same ``p``, no state)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fast_dropout(x, self.p, self.training)
+
+
+def _use_fast_dropout(module: nn.Module) -> None:
+    """Replace every plain nn.Dropout inside ``module`` by a FastDropout of the same p."""
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if type(child) is nn.Dropout:
+                setattr(parent, name, FastDropout(child.p))
+
+
+def cpu_training_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
+                           scaling: float | None = None, **kwargs):
+    """Hugging Face's eager attention (additive mask, softmax, dropout, weighted sum) with fast_dropout.
+
+    Why not SDPA here: with dropout on, the CPU has no fused SDPA kernel; its math fallback
+    draws the dropout mask with bernoulli_ and adds masked-softmax passes. The scale goes on the
+    query (L x D values) rather than on the scores (L x L). Returns (B, L, heads, D), None.
+    """
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query * scaling, key.transpose(2, 3))
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = fast_dropout(scores.softmax(-1), dropout, dropout > 0.0)
+    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+
+
+def _register_cpu_training_attention() -> bool:
+    """Register cpu_training_attention (eager-style float masks) with transformers; False if unsupported."""
+    try:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    except ImportError:
+        return False
+    AttentionInterface.register(CPU_TRAINING_ATTENTION, cpu_training_attention)
+    AttentionMaskInterface.register(CPU_TRAINING_ATTENTION, ALL_MASK_ATTENTION_FUNCTIONS["eager"])
+    return True
+
+
+_CPU_ATTENTION_REGISTERED = _register_cpu_training_attention()
+
+
+@contextlib.contextmanager
+def _attention_implementation(config, name: str):
+    """Switch the backbone's attention implementation for one forward pass (backward needs no switch)."""
+    previous = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+
+
 # ---------------------------------------------------------------------------------------- heads
 def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """log-softmax over the positions where ``mask`` is True, in float32; others get MASKED_LOGIT."""
@@ -332,7 +293,7 @@ class BasicHead(nn.Module):
 
     def __init__(self, hidden_size: int, dropout: float, init_std: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.span_scores = nn.Linear(hidden_size, 2)
         _init_linear(self.span_scores, init_std)
 
@@ -364,7 +325,7 @@ class ConditionalHead(nn.Module):
         self.end_layer_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
         self.end_scores = nn.Linear(hidden_size, 1)
         self.answerable_hidden = nn.Linear(2 * hidden_size, hidden_size)  # over concat[E_p(start)[h]; h_CLS]
-        self.answerable_dropout = nn.Dropout(dropout)
+        self.answerable_dropout = FastDropout(dropout)
         self.answerable_scores = nn.Linear(hidden_size, 2)  # class 0: answerable, 1: unanswerable
         for layer in (self.start_scores, self.end_hidden, self.end_scores, self.answerable_hidden,
                       self.answerable_scores):
@@ -431,6 +392,8 @@ class QAModel(nn.Module):
         self.family: str = config.model_type
         self.head_type: str = head
         self.uses_token_types: bool = _accepts_token_types(backbone)
+        _use_fast_dropout(backbone)
+        self.cpu_training_attention: bool = _CPU_ATTENTION_REGISTERED
         init_std = getattr(config, "initializer_range", 0.02)
         if head == "basic":
             self.head = BasicHead(config.hidden_size, dropout, init_std)
@@ -459,7 +422,16 @@ class QAModel(nn.Module):
         kwargs = {"input_ids": input_ids.long(), "attention_mask": attention_mask.long()}
         if self.uses_token_types and token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids.long()
-        return self.backbone(**kwargs).last_hidden_state
+        attention = contextlib.nullcontext()
+        if self._trains_on_cpu(input_ids):
+            attention = _attention_implementation(self.backbone.config, CPU_TRAINING_ATTENTION)
+        with attention:
+            return self.backbone(**kwargs).last_hidden_state
+
+    def _trains_on_cpu(self, input_ids: torch.Tensor) -> bool:
+        """Training on the CPU with SDPA attention: the case cpu_training_attention speeds up."""
+        return (self.training and self.cpu_training_attention and input_ids.device.type == "cpu"
+                and self.backbone.config._attn_implementation == "sdpa")
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, candidate_mask=None,
                 start_positions=None, end_positions=None, is_impossible=None) -> dict:
@@ -504,7 +476,7 @@ def _candidates(candidate_mask, attention_mask) -> torch.Tensor:
     return mask.bool()
 
 
-def build_qa_model(source: ModelSource, head: str = "conditional", dropout: float = 0.1,
+def build_qa_model(source: ModelFolder, head: str = "conditional", dropout: float = 0.1,
                    backbone_path: str | Path | None = None) -> QAModel:
     """Pretrained backbone of ``source`` (optionally overwritten by ``backbone_path``) + a fresh QA head."""
     backbone = load_backbone(source)

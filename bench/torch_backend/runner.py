@@ -94,7 +94,7 @@ def load_model(config, device: torch.device):
 
 
 def model_record(config, source, model) -> dict:
-    return {"name": config.model_name, "source": str(source.path_or_id), "family": model.family,
+    return {"name": config.model_name, "source": source.source, "family": model.family,
             "num_parameters": int(sum(p.numel() for p in model.parameters()))}
 
 

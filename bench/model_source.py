@@ -1,16 +1,11 @@
-"""Where the MXNet backend's model and tokenizer come from, without importing torch.
+"""Where a run's model and tokenizer come from, for every backend (framework-free).
 
 ``resolve_model_folder`` turns ``--model_path`` / ``--model_name`` into a local
-Hugging Face folder: ``--model_path`` as given, or the registry's hub id fetched
-into (or read from) the Hugging Face cache. The converter (``convert``) reads that
-folder's ``config.json`` and ``model.safetensors`` with numpy, and the tokenizer
-comes from the same folder through transformers' ``AutoTokenizer`` (which imports
-without torch).
-
-The torch backend's ``resolve_model_source`` follows the same rules but lives in
-``bench.torch_backend.modeling``, which imports torch; the checks and messages
-here match it, so both backends fail the same way offline (naming the hub id and
-``--model_path``).
+Hugging Face folder: ``--model_path`` as given, or the registry's hub id read from
+(or, when the hub is reachable, fetched into) the Hugging Face cache. Offline and
+not cached, it fails at once naming the hub id and ``--model_path``. Backends load
+weights from that folder (safetensors; never remote code), and the tokenizer comes
+from it through transformers' ``AutoTokenizer`` (which imports without torch).
 
 Usage::
 
