@@ -60,3 +60,9 @@ def roberta_tokenizer(roberta_tokenizer_dir):
 def write_squad(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data), encoding="utf-8")
     return path
+
+
+def pytest_configure(config):
+    # mxnet's own modules raise a scipy DeprecationWarning on every array conversion; the backend
+    # silences it at import (bench.mxnet_backend.compat), but pytest resets filters for each test.
+    config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:mxnet(\.|$)")

@@ -77,6 +77,9 @@ def _import_modules():
         raise MXNetUnavailable(
             f"--backend mxnet needs mxnet=={MXNET_VERSION} and gluonnlp=={GLUONNLP_VERSION} "
             f"({type(exc).__name__}: {exc}). Install them with: {INSTALL_HINT}") from exc
+    # At run time too, mxnet.ndarray.utils asks scipy for a deprecated namespace on every array
+    # conversion (thousands of warnings per run); only warnings raised inside mxnet are silenced.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"mxnet(\.|$)")
     return mx, nlp
 
 
