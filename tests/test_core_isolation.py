@@ -12,7 +12,8 @@ CORE_MODULES = ["bench", "bench.assets", "bench.backends", "bench.checkpoints", 
                 "bench.demo", "bench.distributed", "bench.errors", "bench.evaluate", "bench.features",
                 "bench.gen_commands", "bench.io_utils", "bench.model_source", "bench.models", "bench.pipeline", "bench.postprocess",
                 "bench.prepare", "bench.presets", "bench.references", "bench.report", "bench.results",
-                "bench.run_helpers", "bench.run_record", "bench.run_squad", "bench.training_rules"]
+                "bench.run_helpers", "bench.run_record", "bench.run_squad", "bench.speed",
+                "bench.training_rules"]
 
 BLOCKED_IMPORT = """
 import sys
