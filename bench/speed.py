@@ -41,12 +41,10 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -72,7 +70,7 @@ SCHEMA = "squad-bench/speed/v1"
 MODES = {
     "quick": {"questions": 100, "repeats": 1, "train_batch": 8, "train_warmup": 1, "train_steps": 3,
               "eval_questions": 300, "postprocess_questions": 500, "feature_repeats": 1},
-    "full": {"questions": 1000, "repeats": 2, "train_batch": 8, "train_warmup": 3, "train_steps": 20,
+    "full": {"questions": 1000, "repeats": 2, "train_batch": 8, "train_warmup": 2, "train_steps": 12,
              "eval_questions": None, "postprocess_questions": None, "feature_repeats": 3},
 }
 # Run-script defaults the figures use (bench.config): windows, answers, evaluation batch.
