@@ -10,15 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
-from bench.features import Features
+from bench.features import Features, batch_arrays
 
-__all__ = ["PAD_LOGIT", "CPU_WARNING_WINDOWS", "batches_by_length", "allocate_outputs", "store_rows", "TrainStats",
+__all__ = ["PAD_LOGIT", "CPU_WARNING_WINDOWS", "predict_in_batches", "batches_by_length", "allocate_outputs",
+           "store_rows", "TrainStats",
            "should_save", "feature_cache_dir", "progress_factory", "print_summary", "run_log"]
 
 logger = logging.getLogger("bench.run")
@@ -30,6 +32,31 @@ CPU_WARNING_WINDOWS = 20_000
 
 
 # ---------------------------------------------------------------------------------------- evaluation
+def predict_in_batches(features: Features, indices: np.ndarray, predict_batch: Callable[[dict], dict], *,
+                       head: str, batch_size: int, pad_id: int, round_to: int | None, start_top_n: int,
+                       end_top_n: int, log_interval: int = 10, progress=None) -> dict[str, np.ndarray]:
+    """The evaluation loop of every backend: windows ``indices`` longest first, in batches.
+
+    ``predict_batch(arrays)`` runs the model on one batch (``batch_arrays``' numpy inputs) and
+    returns numpy outputs in the head's format; the rows of the result follow ``indices``' order.
+    """
+    indices = np.asarray(indices)
+    width = int(features.lengths.max()) if len(features) else 1
+    outputs = allocate_outputs(head, len(indices), width, start_top_n, end_top_n)
+    row_of = {int(feature): row for row, feature in enumerate(indices)}
+    batches = batches_by_length(features, indices, batch_size)
+    started = time.perf_counter()
+    for step, batch_indices in enumerate(batches, 1):
+        result = predict_batch(batch_arrays(features, batch_indices, pad_id=pad_id, round_to=round_to))
+        store_rows(outputs, result, np.fromiter((row_of[int(i)] for i in batch_indices), np.int64, len(batch_indices)))
+        if progress is not None:
+            progress.update(len(batch_indices))
+        if step % log_interval == 0:
+            rate = sum(len(b) for b in batches[:step]) / (time.perf_counter() - started)
+            logger.debug("eval batch %d/%d (%.1f windows/s)", step, len(batches), rate)
+    return outputs
+
+
 def batches_by_length(features: Features, indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Windows longest first, cut into batches: similar lengths share a batch (little padding)."""
     order = indices[np.argsort(-features.lengths[indices], kind="stable")]
@@ -52,7 +79,9 @@ def store_rows(outputs: dict[str, np.ndarray], result: dict[str, np.ndarray], ro
     """Copy one batch's numpy results into ``rows`` of ``outputs`` (logits padded to the widest window)."""
     for name, values in result.items():
         if name in ("start_logits", "end_logits"):
-            outputs[name][rows, :values.shape[1]] = values
+            # A batch rounded up (--round_to) may be wider than the widest window: those columns are padding.
+            width = min(values.shape[1], outputs[name].shape[1])
+            outputs[name][rows, :width] = values[:, :width]
         else:
             outputs[name][rows] = values
 

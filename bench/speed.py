@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "for the backbone and QA head, so that EM/F1 mean something")
     parser.add_argument("--figures", default=",".join(MEASURED),
                         help=f"comma-separated subset of {','.join(MEASURED)} (postprocess needs inference)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the results of an interrupted run with the same --out (and the same requests)")
     parser.add_argument("--compile", action="store_true", help="GPU figure: torch.compile the backbone")
     parser.add_argument("--peak_tflops", type=float, default=None, help="GPU peak for MFU (default: by GPU name)")
     parser.add_argument("--_task", default=None, help=argparse.SUPPRESS)       # internal: one measured process
@@ -148,8 +150,9 @@ def run_benchmark(args) -> dict:
         for key in ("questions", "eval_questions", "postprocess_questions", "feature_questions"):
             settings[key] = min(settings[key] or args.max_questions, args.max_questions)
     work = Path(args.out) / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if not args.resume:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     env = child_environment(args.threads)
     started, load_before = time.perf_counter(), os.getloadavg()
     data = data_files()
@@ -228,6 +231,9 @@ def _run_json_process(command: list[str], name: str, request: dict, work: Path, 
     tag = f"{next(_RUNS):02d}_{name}"
     request_path, result_path, log_path = (work / f"{tag}.request.json", work / f"{tag}.result.json",
                                            work / f"{tag}.log")
+    if _finished_before(request_path, result_path, request):
+        print(f"[speed] {name}: reusing {result_path.name}", file=sys.stderr, flush=True)
+        return {**json.loads(result_path.read_text(encoding="utf-8")), "inputs": request}
     atomic_write_json(request_path, request)
     paths = [str(request_path), str(result_path)]
     command = command + (paths if positional else ["--_request", paths[0], "--_result", paths[1]])
@@ -240,7 +246,15 @@ def _run_json_process(command: list[str], name: str, request: dict, work: Path, 
     if status != 0 or not result_path.is_file():
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise SpeedError(f"{name} failed (exit {status}); log {log_path}:\n{tail}")
-    return {**json.loads(result_path.read_text(encoding="utf-8")), "process_seconds": round(seconds, 1)}
+    return {**json.loads(result_path.read_text(encoding="utf-8")), "process_seconds": round(seconds, 1),
+            "inputs": request}
+
+
+def _finished_before(request_path: Path, result_path: Path, request: dict) -> bool:
+    """A result left by an interrupted run (--resume keeps the work folder) for exactly this request."""
+    if not (request_path.is_file() and result_path.is_file()):
+        return False
+    return json.loads(request_path.read_text(encoding="utf-8")) == json.loads(json.dumps(request))
 
 
 # ============================================================================== Hugging Face environment
@@ -850,26 +864,35 @@ def _autocast(dtype: str, device):
 
 
 # ----------------------------------------------------------------------------------------- answering
-def answer_questions(model, tokenizer, dataset, params, request: dict, *, dtype: str, batch_size: int,
+def answer_questions(run_model, tokenizer, dataset, params, request: dict, *, autocast_dtype: str, batch_size: int,
                      version_2: bool = False) -> tuple[dict, object, dict]:
-    """Our whole answering path: windows, forward passes, post-processing. Returns (answers, features, logits)."""
-    import numpy as np
+    """Our whole answering path: windows, forward passes, post-processing. Returns (answers, features, logits).
 
+    ``run_model, autocast_dtype`` come from inference_model(model, dtype), called once, untimed.
+    """
     from bench.features import build_features
     from bench.postprocess import candidates_from_logits, null_scores_from_logits, postprocess
-    from bench.torch_backend.inference import predict_windows
 
     features = build_features(dataset.examples, tokenizer, params, is_training=False)
-    pad_id = tokenizer.pad_token_id or 0
-    device = next(model.parameters()).device if dtype != "int8" else _device()
-    logits = predict_windows(model, features, np.arange(len(features)), batch_size=batch_size, pad_id=pad_id,
-                             device=device, autocast=_autocast(dtype, device))
+    logits = predict_logits(run_model, features, autocast_dtype=autocast_dtype, batch_size=batch_size,
+                            pad_id=tokenizer.pad_token_id or 0)
     candidates = candidates_from_logits(logits["start_logits"], logits["end_logits"], features,
                                         request["n_best_size"])
     nulls = null_scores_from_logits(logits["start_logits"], logits["end_logits"])
     preds = postprocess(dataset, features, candidates, nulls, n_best_size=request["n_best_size"],
                         max_answer_length=request["max_answer_length"], version_2_with_negative=version_2)
     return preds.predictions, features, logits
+
+
+def predict_logits(run_model, features, *, autocast_dtype: str, batch_size: int, pad_id: int) -> dict:
+    """Forward passes over every window; ``run_model, autocast_dtype`` come from inference_model(model, dtype)."""
+    import numpy as np
+
+    from bench.torch_backend.inference import predict_windows
+
+    device = next(run_model.parameters()).device
+    return predict_windows(run_model, features, np.arange(len(features)), batch_size=batch_size, pad_id=pad_id,
+                           device=device, autocast=_autocast(autocast_dtype, device))
 
 
 def _subset(dataset, limit):
@@ -881,7 +904,7 @@ def task_inference(request: dict) -> dict:
     """Figure 1, our side: default (bf16 where native), float32 at batch 16, int8; plus logits for figure 4."""
     from bench.data import load_squad
     from bench.evaluate import evaluate
-    from bench.torch_backend.modeling import quantize_dynamic_int8
+    from bench.torch_backend.modeling import inference_model
 
     dataset = _subset(load_squad(request["data"]), request["questions"])
     _write_questions(dataset, Path(request["questions_file"]))
@@ -892,12 +915,12 @@ def task_inference(request: dict) -> dict:
         runs["int8"] = ("int8", request["eval_batch_size"])
     results = {}
     for name, (dtype, batch_size) in runs.items():
-        run_model = quantize_dynamic_int8(model) if dtype == "int8" else model
-        answer_questions(run_model, tokenizer, _subset(dataset, 16), params, request, dtype=dtype,
+        run_model, autocast_dtype = inference_model(model, dtype)
+        answer_questions(run_model, tokenizer, _subset(dataset, 16), params, request, autocast_dtype=autocast_dtype,
                          batch_size=batch_size)                                    # warm-up, not timed
         start = clock()
-        answers, features, logits = answer_questions(run_model, tokenizer, dataset, params, request, dtype=dtype,
-                                                     batch_size=batch_size)
+        answers, features, logits = answer_questions(run_model, tokenizer, dataset, params, request,
+                                                     autocast_dtype=autocast_dtype, batch_size=batch_size)
         timing = since(start)
         scores = evaluate(dataset, answers)
         results[name] = {**timing, "dtype": dtype, "batch_size": batch_size, "windows": len(features),
@@ -1007,8 +1030,8 @@ def train_steps(request: dict, features, *, dtype: str, padded: bool, pad_id: in
             "steps": len(updates) - request["warmup_steps"], "samples": samples,
             "samples_per_s": round(samples / timing["wall_s"], 3),
             "real_tokens_per_s": round((trainer.stats.tokens - tokens_before) / timing["wall_s"], 1),
-            "padded_tokens_per_s": round(_padded_tokens(features, updates[request["warmup_steps"]:], padded,
-                                                        request["max_seq_length"]) / timing["wall_s"], 1),
+            "padded_tokens_per_s": round(_padded_tokens(features, updates[request["warmup_steps"]:], trainer.round_to)
+                                         / timing["wall_s"], 1),
             "optimizer": _optimizer_kind(optimizer)}
 
 
@@ -1018,10 +1041,12 @@ def _synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _padded_tokens(features, updates, padded: bool, max_seq_length: int) -> int:
-    """Tokens the model actually processed, padding included (batch x its width)."""
-    lengths = features.lengths
-    return sum(len(mb) * (max_seq_length if padded else int(lengths[mb].max())) for update in updates for mb in update)
+def _padded_tokens(features, updates, round_to: int | None) -> int:
+    """Tokens the model actually processed, padding included (batch x its width, rounded up to ``round_to``)."""
+    def width(batch) -> int:
+        longest = int(features.lengths[batch].max())
+        return -(-longest // round_to) * round_to if round_to else longest
+    return sum(len(mb) * width(mb) for update in updates for mb in update)
 
 
 def _optimizer_kind(optimizer) -> str:
@@ -1043,26 +1068,25 @@ def _save_padded_features(path: Path, features, pad_id: int) -> None:
 # ----------------------------------------------------------------------------------------- eval, post, features
 def task_eval_full(request: dict) -> dict:
     """Figure 3: dev-v2.0 with our defaults, stage by stage (features, forward, post-processing, scoring)."""
-    import numpy as np
-
     from bench.data import load_squad
     from bench.evaluate import evaluate
     from bench.features import build_features
     from bench.postprocess import candidates_from_logits, null_scores_from_logits, postprocess
-    from bench.torch_backend.inference import predict_windows
+    from bench.torch_backend.modeling import inference_model
 
     peaks, stages = StagePeaks(), {}
     dataset = _subset(load_squad(request["data"]), request["questions"])
     model, tokenizer = _load_qa_model(request["model_dir"], _device()), _load_tokenizer(request["model_dir"])
-    params, dtype, device = _feature_params(model.family, "step", request), _default_dtype(), _device()
+    params, dtype = _feature_params(model.family, "step", request), _default_dtype()
+    run_model, autocast_dtype = inference_model(model, dtype)
     with peaks.stage("features"):
         start = clock()
         features = build_features(dataset.examples, tokenizer, params, is_training=False)
         stages["features"] = since(start)
     with peaks.stage("forward"):
         start = clock()
-        logits = predict_windows(model, features, np.arange(len(features)), batch_size=request["eval_batch_size"],
-                                 pad_id=tokenizer.pad_token_id or 0, device=device, autocast=_autocast(dtype, device))
+        logits = predict_logits(run_model, features, autocast_dtype=autocast_dtype,
+                                batch_size=request["eval_batch_size"], pad_id=tokenizer.pad_token_id or 0)
         stages["forward"] = since(start)
     with peaks.stage("postprocess"):
         start = clock()
@@ -1210,19 +1234,17 @@ def task_gpu(request: dict) -> dict:
 
 
 def _gpu_eval(model, tokenizer, request: dict, window: dict) -> dict:
-    import numpy as np
-
     from bench.data import load_squad
     from bench.features import build_features
-    from bench.torch_backend.inference import predict_windows
+    from bench.torch_backend.modeling import inference_model
 
     dataset = _subset(load_squad(request["data"]["dev20"]), request.get("eval_questions"))
     features = build_features(dataset.examples, tokenizer, _feature_params(model.family, "step", window), is_training=False)
-    device = _device()
+    run_model, autocast_dtype = inference_model(model.eval(), "bfloat16")
     start = clock()
-    predict_windows(model.eval(), features, np.arange(len(features)), batch_size=request.get("eval_batch_size", 128),
-                    pad_id=tokenizer.pad_token_id or 0, device=device, autocast=_autocast("bfloat16", device))
-    _synchronize(device)
+    predict_logits(run_model, features, autocast_dtype=autocast_dtype, batch_size=request.get("eval_batch_size", 128),
+                   pad_id=tokenizer.pad_token_id or 0)
+    _synchronize(_device())
     timing = since(start)
     return {**timing, "windows": len(features), "windows_per_s": round(len(features) / timing["wall_s"], 1)}
 

@@ -233,3 +233,10 @@ def test_dry_run_without_gpus_uses_the_cpu(tmp_path):
 def test_bad_script_arguments_fail_clearly(args, env, message, tmp_path):
     done = _dry_run("electra_small", *args, cwd=tmp_path, **env)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_the_demo_recipe_validates_and_trains_only_the_encoder():
+    """The demo's flags are a valid run configuration; its embeddings are frozen (--untunable_depth 0)."""
+    from bench.demo import DEMO_FLAGS
+    config = config_from_dict({**DEMO_FLAGS, "do_train": True, "do_eval": True, "model_path": "unused"})
+    assert config.untunable_depth == 0 and config.epochs == 1.5 and config.dtype == "float32"

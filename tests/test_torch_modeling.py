@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from bench.torch_backend.modeling import (MASKED_LOGIT, ModelSourceError, QAModel, build_qa_model,  # noqa: E402
-                                          load_tokenizer, quantize_dynamic_int8, resolve_model_source)
+                                          inference_model, load_tokenizer, quantize_dynamic_int8,
+                                          resolve_model_source)
 from tests.tiny_models import TINY_FAMILIES, encode_qa_batch, tiny_model_dirs  # noqa: E402
 
 QUESTIONS = ["When was the tower built?", "Who designed the bridge over the river?",
@@ -284,3 +285,24 @@ def test_quantized_int8_model_stays_close_to_float32(tiny):
     expected, actual = model.predict(**batch), quantize_dynamic_int8(model).predict(**batch)
     torch.testing.assert_close(actual["null_score"], expected["null_score"], atol=0.05, rtol=0.05)
     torch.testing.assert_close(actual["start_top_logit"], expected["start_top_logit"], atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("head", ["basic", "conditional"])
+def test_inference_model_per_dtype(head, tiny):
+    """CPU bfloat16: a copy with a bfloat16 backbone, run without autocast, float32 outputs close to
+    float32's; the trained model is untouched. float32: the model itself. int8: a quantized copy."""
+    model, tokenizer = tiny("bert", head)
+    batch = encode_qa_batch(tokenizer, QUESTIONS, CONTEXTS)
+    assert inference_model(model, "float32") == (model, "float32")
+    low, autocast_dtype = inference_model(model, "bfloat16")
+    assert autocast_dtype == "float32" and low is not model
+    assert {p.dtype for p in low.backbone.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in low.head.parameters()} | {p.dtype for p in model.parameters()} == {torch.float32}
+    expected, actual = model.predict(**batch), low.predict(**batch)
+    for name, value in actual.items():
+        assert value.dtype == expected[name].dtype, name
+        if value.is_floating_point():
+            torch.testing.assert_close(value, expected[name], atol=0.1, rtol=0.05, msg=name)
+    quantized, autocast_dtype = inference_model(model, "int8")
+    assert autocast_dtype == "float32"
+    assert isinstance(quantized.backbone.encoder.layer[0].attention.self.query, torch.ao.nn.quantized.dynamic.Linear)

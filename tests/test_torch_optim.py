@@ -191,7 +191,7 @@ def test_build_optimizer_reads_the_flags(build):
                                "adam_epsilon": 1e-8, "layerwise_decay": D, "untunable_depth": 1})
     optimizer = build_optimizer(model, config)
     assert optimizer.defaults["betas"] == (0.9, 0.98) and optimizer.defaults["eps"] == 1e-8
-    assert optimizer.defaults["foreach"] is True
+    assert optimizer.defaults["fused"] is True      # CPU and CUDA have the fused kernel
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == trainable
     assert {round(g["lr"] / 3e-5, 12) for g in optimizer.param_groups} == {round(D ** 2, 12), 1.0}

@@ -8,16 +8,11 @@ runs under ``autograd.record``.
 """
 from __future__ import annotations
 
-import logging
-import time
-
 import numpy as np
 
-from bench.features import Features, batch_arrays
+from bench.features import Features
 from bench.mxnet_backend.heads import batch_to_nd
-from bench.run_helpers import allocate_outputs, batches_by_length, store_rows
-
-logger = logging.getLogger(__name__)
+from bench.run_helpers import predict_in_batches
 
 __all__ = ["predict_windows"]
 
@@ -26,20 +21,9 @@ def predict_windows(model, features: Features, indices: np.ndarray, *, batch_siz
                     round_to: int | None = None, start_top_n: int = 5, end_top_n: int = 5,
                     log_interval: int = 10, progress=None) -> dict[str, np.ndarray]:
     """Predict the windows ``indices`` (positions in ``features``); rows follow ``indices``' order."""
-    indices = np.asarray(indices)
-    width = int(features.lengths.max()) if len(features) else 1
-    outputs = allocate_outputs(model.head_type, len(indices), width, start_top_n, end_top_n)
-    row_of = {int(feature): row for row, feature in enumerate(indices)}
-    batches = batches_by_length(features, indices, batch_size)
-    started = time.perf_counter()
-    for step, batch_indices in enumerate(batches, 1):
-        arrays = batch_arrays(features, batch_indices, pad_id=pad_id, round_to=round_to)
-        result = model.predict(batch_to_nd(arrays, ctx), start_top_n=start_top_n, end_top_n=end_top_n)
-        rows = np.fromiter((row_of[int(i)] for i in batch_indices), np.int64, len(batch_indices))
-        store_rows(outputs, result, rows)
-        if progress is not None:
-            progress.update(len(batch_indices))
-        if step % log_interval == 0:
-            rate = sum(len(b) for b in batches[:step]) / (time.perf_counter() - started)
-            logger.debug("eval batch %d/%d (%.1f windows/s)", step, len(batches), rate)
-    return outputs
+    def predict_batch(arrays: dict) -> dict:
+        return model.predict(batch_to_nd(arrays, ctx), start_top_n=start_top_n, end_top_n=end_top_n)
+
+    return predict_in_batches(features, indices, predict_batch, head=model.head_type, batch_size=batch_size,
+                              pad_id=pad_id, round_to=round_to, start_top_n=start_top_n, end_top_n=end_top_n,
+                              log_interval=log_interval, progress=progress)

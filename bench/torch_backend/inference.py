@@ -8,25 +8,28 @@ conditioned ends and a null score (``conditional``).
 from __future__ import annotations
 
 import contextlib
-import logging
-import time
 
 import numpy as np
 import torch
 
-from bench.features import Features, batch_arrays
+from bench.features import Features
+from bench.run_helpers import predict_in_batches
 
-logger = logging.getLogger(__name__)
 
-__all__ = ["predict_windows", "to_device", "MODEL_INPUTS"]
+__all__ = ["predict_windows", "to_device", "default_round_to", "MODEL_INPUTS", "CPU_ROUND_TO"]
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "candidate_mask")
 # Batch widths on the CPU, when --round_to is not given: oneDNN compiles a kernel per input shape
 # (bf16 matmuls pay most), so fewer distinct widths (at most 384 / 16 = 24) save more than the
 # padding costs: ~10% faster evaluation measured on 2 cores. Padding is masked: outputs are unchanged.
+# Training uses it too: with every width from 1 to 192, a MiniLM training process grew from 2.5 to
+# 4.3 GB resident in 250 updates (a kernel and buffers per shape); rounded to 16 it stayed at 2.2 GB.
 CPU_ROUND_TO = 16
-# Large negative but finite in float16, for positions outside a window.
-_PAD_LOGIT = -1e4
+
+
+def default_round_to(round_to: int | None, device: torch.device) -> int | None:
+    """--round_to as given, else CPU_ROUND_TO on the CPU (GPUs pay nothing per shape without compile)."""
+    return CPU_ROUND_TO if round_to is None and device.type == "cpu" else round_to
 
 
 def to_device(arrays: dict, device: torch.device, names=MODEL_INPUTS) -> dict:
@@ -40,22 +43,6 @@ def to_device(arrays: dict, device: torch.device, names=MODEL_INPUTS) -> dict:
     return out
 
 
-def _batches_by_length(features: Features, indices: np.ndarray, batch_size: int) -> list[np.ndarray]:
-    order = indices[np.argsort(-features.lengths[indices], kind="stable")]
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def _allocate(head: str, n: int, width: int, start_top_n: int, end_top_n: int) -> dict[str, np.ndarray]:
-    if head == "basic":
-        return {"start_logits": np.full((n, width), _PAD_LOGIT, np.float32),
-                "end_logits": np.full((n, width), _PAD_LOGIT, np.float32)}
-    return {"start_top_index": np.zeros((n, start_top_n), np.int64),
-            "start_top_logit": np.zeros((n, start_top_n), np.float32),
-            "end_top_index": np.zeros((n, start_top_n, end_top_n), np.int64),
-            "end_top_logit": np.zeros((n, start_top_n, end_top_n), np.float32),
-            "null_score": np.zeros((n,), np.float32)}
-
-
 @torch.inference_mode()
 def predict_windows(model, features: Features, indices: np.ndarray, *, batch_size: int, pad_id: int,
                     device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
@@ -63,35 +50,15 @@ def predict_windows(model, features: Features, indices: np.ndarray, *, batch_siz
                     log_interval: int = 10, progress=None) -> dict[str, np.ndarray]:
     """Predict the windows ``indices`` (positions in ``features``); rows follow ``indices``' order."""
     model.eval()
-    if round_to is None and device.type == "cpu":
-        round_to = CPU_ROUND_TO
-    width = int(features.lengths.max()) if len(features) else 1
-    outputs = _allocate(model.head_type, len(indices), width, start_top_n, end_top_n)
-    row_of = {int(feature): row for row, feature in enumerate(indices)}
-    batches = _batches_by_length(features, np.asarray(indices), batch_size)
-    started = time.perf_counter()
+    round_to = default_round_to(round_to, device)
+
+    def predict_batch(arrays: dict) -> dict:
+        result = model.predict(**to_device(arrays, device), start_top_n=start_top_n, end_top_n=end_top_n)
+        return {name: (t.float() if t.is_floating_point() else t).cpu().numpy() for name, t in result.items()}
+
     # One autocast context for the whole loop: autocast caches its low-precision copy of each weight
     # until the context exits, so the weights are cast once per evaluation instead of once per batch.
     with (autocast or contextlib.nullcontext()):
-        for step, batch_indices in enumerate(batches, 1):
-            arrays = batch_arrays(features, batch_indices, pad_id=pad_id, round_to=round_to)
-            result = model.predict(**to_device(arrays, device), start_top_n=start_top_n, end_top_n=end_top_n)
-            rows = np.fromiter((row_of[int(i)] for i in batch_indices), np.int64, len(batch_indices))
-            _store(outputs, result, rows)
-            if progress is not None:
-                progress.update(len(batch_indices))
-            if step % log_interval == 0:
-                rate = sum(len(b) for b in batches[:step]) / (time.perf_counter() - started)
-                logger.debug("eval batch %d/%d (%.1f windows/s)", step, len(batches), rate)
-    return outputs
-
-
-def _store(outputs: dict, result: dict, rows: np.ndarray) -> None:
-    for name, tensor in result.items():
-        values = tensor.float().cpu().numpy() if tensor.is_floating_point() else tensor.cpu().numpy()
-        if name in ("start_logits", "end_logits"):
-            # A batch rounded up (round_to) may be wider than the longest window: those columns are padding.
-            width = min(values.shape[1], outputs[name].shape[1])
-            outputs[name][rows, :width] = values[:, :width]
-        else:
-            outputs[name][rows] = values
+        return predict_in_batches(features, indices, predict_batch, head=model.head_type, batch_size=batch_size,
+                                  pad_id=pad_id, round_to=round_to, start_top_n=start_top_n, end_top_n=end_top_n,
+                                  log_interval=log_interval, progress=progress)

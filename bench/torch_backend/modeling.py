@@ -35,10 +35,10 @@ CPU training speed (``FastDropout``, ``cpu_training_attention``): on the CPU, to
 ``bernoulli_`` draws one random number per element serially, and SDPA falls back to its
 unfused math path (with extra masked-softmax passes) whenever attention dropout is on, so
 dropout and attention took about a third of a training step on 2 cores. While a CPU model
-trains, every dropout draws its keep mask from 31-bit integers (two per ``random_`` int64
+trains, every dropout draws its keep mask from 15-bit integers (four per ``random_`` int64
 draw of torch's default generator, so checkpoints restore it) and attention runs Hugging
 Face's eager formula (additive float mask, softmax, dropout, weighted sum). Same
-computation, same dropout probability (to 2^-31); only which random numbers are drawn
+computation, same dropout probability (to 2^-16); only which random numbers are drawn
 differs. Evaluation and GPUs keep SDPA and ``torch.nn.functional.dropout``.
 
 The model is kept in float32; the trainer adds autocast. Weights are read only
@@ -66,7 +66,7 @@ from bench.training_rules import layer_index_from_name
 __all__ = ["ModelSourceError", "QAModel", "BasicHead", "ConditionalHead", "HEADS",
            "MASKED_LOGIT", "resolve_model_source", "load_tokenizer", "build_qa_model",
            "load_backbone", "load_backbone_weights", "masked_log_softmax",
-           "quantize_dynamic_int8", "SDPA_FAMILIES", "FastDropout", "fast_dropout",
+           "quantize_dynamic_int8", "inference_model", "SDPA_FAMILIES", "FastDropout", "fast_dropout",
            "cpu_training_attention", "CPU_TRAINING_ATTENTION"]
 
 logger = logging.getLogger(__name__)
@@ -175,21 +175,22 @@ def _accepts_token_types(backbone: nn.Module) -> bool:
 # ---------------------------------------------------------------------------------------- CPU training speed
 # Name under which cpu_training_attention is registered with transformers' attention interfaces.
 CPU_TRAINING_ATTENTION = "bench_cpu_training"
-_KEEP_BITS = 31
+_KEEP_BITS = 15
 
 
 def _keep_scale(shape: torch.Size, p: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A dropout multiplier: 1/(1-p) where kept, 0 where dropped, P(drop) = round(p * 2^31) / 2^31.
+    """A dropout multiplier: 1/(1-p) where kept, 0 where dropped, P(drop) = round(p * 2^15) / 2^15.
 
     Why int64 draws: one ``random_`` call yields 64 random bits (uniform over [0, 2^63)) from the
-    default generator, about 4x cheaper per element than ``bernoulli_``; masking each 32-bit half
-    to 31 bits gives two uniform 31-bit integers per draw.
+    default generator, and random numbers were the largest single cost of a CPU training step;
+    masking each 16-bit quarter to 15 bits gives four uniform 15-bit integers per draw, so
+    P(drop) is within 2^-16 of p (0.1 -> 0.100006).
     """
     count = shape.numel()
-    words = torch.empty((count + 1) // 2, dtype=torch.int64, device=device).random_()
-    halves = words.view(torch.int32)[:count].view(shape)
-    halves.bitwise_and_((1 << _KEEP_BITS) - 1)
-    keep = halves >= round(p * (1 << _KEEP_BITS))
+    words = torch.empty((count + 3) // 4, dtype=torch.int64, device=device).random_()
+    quarters = words.view(torch.int16)[:count].view(shape)
+    quarters.bitwise_and_((1 << _KEEP_BITS) - 1)
+    keep = quarters >= round(p * (1 << _KEEP_BITS))
     return keep.to(dtype).mul_(1.0 / (1.0 - p))
 
 
@@ -466,7 +467,8 @@ class QAModel(nn.Module):
                       "null_score" (B,) = log p(unanswerable)}, K = start_top_n, K' = end_top_n; rows with
                       fewer candidates than K are padded with (index 0, MASKED_LOGIT).
         """
-        hidden = self.encode(input_ids, attention_mask, token_type_ids)
+        # float32 for the head: a backbone cast to bfloat16 (inference_model) returns bfloat16 states.
+        hidden = self.encode(input_ids, attention_mask, token_type_ids).float()
         mask = _candidates(candidate_mask, attention_mask)
         return self.head.predict(hidden, mask, start_top_n, end_top_n)
 
@@ -483,6 +485,25 @@ def build_qa_model(source: ModelFolder, head: str = "conditional", dropout: floa
     if backbone_path:
         load_backbone_weights(backbone, Path(backbone_path))
     return QAModel(backbone, head=head, dropout=dropout)
+
+
+# ---------------------------------------------------------------------------------------- inference
+def inference_model(model: QAModel, dtype: str) -> tuple[QAModel, str]:
+    """The model to evaluate with ``--dtype``, and the autocast dtype to run it under.
+
+    int8: a dynamically quantized CPU copy, no autocast. bfloat16 on the CPU: a copy whose
+    backbone weights *are* bfloat16, no autocast; autocast would re-cast every activation between
+    its float32 and bfloat16 op lists (LayerNorm, GELU, residual adds), which cost ~20 % of the
+    evaluation time here. The head stays float32 (predict() casts the hidden states up). Elsewhere
+    (float32; float16 and bfloat16 on a GPU): ``model`` itself under autocast.
+    """
+    if dtype == "int8":
+        return quantize_dynamic_int8(model), "float32"
+    if dtype == "bfloat16" and next(model.parameters()).device.type == "cpu":
+        low = copy.deepcopy(model).eval()
+        low.backbone.to(torch.bfloat16)
+        return low, "float32"
+    return model, dtype
 
 
 # ---------------------------------------------------------------------------------------- int8

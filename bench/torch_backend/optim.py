@@ -90,8 +90,11 @@ def build_optimizer(model, config) -> torch.optim.AdamW:
     """AdamW over the trainable parameters, grouped as build_param_groups, from the run flags."""
     groups = build_param_groups(model, lr=config.lr, wd=config.wd, layerwise_decay=config.layerwise_decay,
                                 untunable_depth=config.untunable_depth)
+    # The fused kernel (one pass per tensor, CPU and CUDA) made a MiniLM CPU training step ~10%
+    # faster than foreach, whose sqrt/addcdiv/lerp passes each re-read every tensor.
+    fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=config.lr, betas=parse_adam_betas(config.adam_betas),
-                             eps=config.adam_epsilon, foreach=True)
+                             eps=config.adam_epsilon, fused=fused, foreach=None if fused else True)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, num_updates: int, warmup: int) -> LambdaLR:

@@ -32,7 +32,7 @@ from bench.run_helpers import CPU_WARNING_WINDOWS, feature_cache_dir, print_summ
 from bench.run_record import hardware_info, library_versions, write_run_outputs
 from bench.torch_backend.dist import init_comm
 from bench.torch_backend.inference import predict_windows
-from bench.torch_backend.modeling import build_qa_model, load_tokenizer, quantize_dynamic_int8, resolve_model_source
+from bench.torch_backend.modeling import build_qa_model, inference_model, load_tokenizer, resolve_model_source
 from bench.torch_backend.optim import build_optimizer, build_scheduler
 from bench.training_rules import warmup_updates
 from bench.torch_backend.train_loop import Trainer, TrainStats, load_for_eval
@@ -182,7 +182,7 @@ def predict(config, comm, model, features: Features, pad_id: int, autocast) -> d
     return comm.gather_arrays_to_main(outputs)
 
 
-def evaluate_checkpoints(config, comm, model, dev: SquadDataset, features: Features, pad_id: int, autocast,
+def evaluate_checkpoints(config, comm, model, dev: SquadDataset, features: Features, pad_id: int,
                          output_dir: Path) -> dict:
     candidates = checkpoints_to_evaluate(config, output_dir)
     best = BestCheckpoint(config, output_dir, len(candidates))
@@ -190,8 +190,9 @@ def evaluate_checkpoints(config, comm, model, dev: SquadDataset, features: Featu
     for ckpt in candidates:
         if ckpt is not None:
             load_for_eval(model, ckpt)
-        eval_model = quantize_dynamic_int8(model) if config.dtype == "int8" else model
-        outputs = predict(config, comm, eval_model, features, pad_id, autocast)
+        eval_model, eval_dtype = inference_model(model, config.dtype)
+        outputs = predict(config, comm, eval_model, features, pad_id, autocast_factory(eval_dtype, comm.device))
+        del eval_model      # a copy for int8 and CPU bfloat16: freed before the next checkpoint loads
         if comm.is_main:
             best.offer(checkpoint_label(config, ckpt), *score_outputs(config, dev, features, outputs))
     seconds = time.perf_counter() - started
@@ -251,8 +252,7 @@ def _run_stages(config, comm, output_dir: Path, stop_after: int | None) -> dict 
     if dev_ds is not None:
         eval_features = build_features(config, dev_ds, tokenizer, params, is_training=False, comm=comm)
         num_eval_features = len(eval_features)
-        eval_info = evaluate_checkpoints(config, comm, model, dev_ds, eval_features, pad_id, autocast,
-                                         output_dir)
+        eval_info = evaluate_checkpoints(config, comm, model, dev_ds, eval_features, pad_id, output_dir)
     if not comm.is_main:
         return None
     record = write_outputs(config, comm, output_dir, source=source, model=model, train_info=train_info,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +19,10 @@ import torch
 from bench.checkpoints import MODEL_FILE, TrainPosition, list_checkpoints, prune_checkpoints
 from bench.features import Features, batch_arrays
 from bench.pipeline import plan_epoch, updates_per_epoch
+from bench.run_helpers import TrainStats, should_save
 from bench.torch_backend.checkpoint import (load_model_weights, load_trainer_state, restore_rng_state,
                                             save_checkpoint)
-from bench.torch_backend.inference import to_device
+from bench.torch_backend.inference import default_round_to, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -30,17 +30,6 @@ LABELS = ("start_positions", "end_positions", "is_impossible")
 TRAIN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "candidate_mask") + LABELS
 
 __all__ = ["Trainer", "TrainStats", "load_for_eval"]
-
-
-@dataclass
-class TrainStats:
-    updates: int = 0
-    windows: int = 0
-    tokens: int = 0
-    skipped_updates: int = 0      # float16 overflow: step skipped by the loss scaler
-    seconds: float = 0.0
-    last_loss: float = float("nan")
-    history: list = field(default_factory=list)
 
 
 class Trainer:
@@ -55,6 +44,7 @@ class Trainer:
         self.pad_id, self.device, self.autocast_factory = pad_id, device, autocast_factory
         self.ckpt_root, self.log_path = ckpt_root, log_path
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.round_to = default_round_to(config.round_to, device)
         self.position = TrainPosition()
         self.stats = TrainStats()
 
@@ -82,7 +72,7 @@ class Trainer:
         windows_in_update = sum(len(mb) for mb in micro_batches)
         loss_sum = 0.0
         for j, indices in enumerate(micro_batches):
-            arrays = batch_arrays(self.features, indices, pad_id=self.pad_id, round_to=self.config.round_to)
+            arrays = batch_arrays(self.features, indices, pad_id=self.pad_id, round_to=self.round_to)
             inputs = to_device(arrays, self.device, names=TRAIN_INPUTS)
             is_last = j == len(micro_batches) - 1
             with self.comm.no_sync(self.train_model, is_last), self.autocast_factory():
@@ -170,7 +160,7 @@ class Trainer:
                 if end_of_epoch:
                     self.position.epoch += 1
                     self.position.update_in_epoch = 0
-                if self._should_save(end_of_epoch, finished):
+                if should_save(self.position.update, cfg.save_interval, end_of_epoch, finished):
                     self.save()
                 if finished or (stop_after is not None and self.stats.updates >= stop_after):
                     break
@@ -182,14 +172,6 @@ class Trainer:
         if progress is not None:
             progress.close()
         return self.stats
-
-    def _should_save(self, end_of_epoch: bool, finished: bool) -> bool:
-        interval = self.config.save_interval
-        if finished:
-            return True
-        if interval:
-            return self.position.update % interval == 0
-        return end_of_epoch
 
 
 def load_for_eval(model, checkpoint: Path) -> None:
