@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import resource
@@ -153,6 +154,7 @@ def run_benchmark(args) -> dict:
     if not args.resume:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
+    _RUN_NUMBERS[work] = itertools.count(1)
     env = child_environment(args.threads)
     started, load_before = time.perf_counter(), os.getloadavg()
     data = data_files()
@@ -223,17 +225,20 @@ def run_hf(hf_python: Path | None, request: dict, work: Path, env: dict) -> dict
                              positional=True)
 
 
-_RUNS = iter(range(1, 1 << 30))
+# Measured processes are numbered per work folder from 1 in every run, so that --resume finds
+# the files of the run it continues (tests call main() several times in one process).
+_RUN_NUMBERS: dict[Path, itertools.count] = {}
 
 
 def _run_json_process(command: list[str], name: str, request: dict, work: Path, env: dict,
                       positional: bool = False) -> dict:
-    tag = f"{next(_RUNS):02d}_{name}"
+    tag = f"{next(_RUN_NUMBERS.setdefault(work, itertools.count(1))):02d}_{name}"
     request_path, result_path, log_path = (work / f"{tag}.request.json", work / f"{tag}.result.json",
                                            work / f"{tag}.log")
     if _finished_before(request_path, result_path, request):
         print(f"[speed] {name}: reusing {result_path.name}", file=sys.stderr, flush=True)
         return {**json.loads(result_path.read_text(encoding="utf-8")), "inputs": request}
+    result_path.unlink(missing_ok=True)        # never pair a new request with an old result
     atomic_write_json(request_path, request)
     paths = [str(request_path), str(result_path)]
     command = command + (paths if positional else ["--_request", paths[0], "--_result", paths[1]])
@@ -246,8 +251,9 @@ def _run_json_process(command: list[str], name: str, request: dict, work: Path, 
     if status != 0 or not result_path.is_file():
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise SpeedError(f"{name} failed (exit {status}); log {log_path}:\n{tail}")
-    return {**json.loads(result_path.read_text(encoding="utf-8")), "process_seconds": round(seconds, 1),
-            "inputs": request}
+    result = {**json.loads(result_path.read_text(encoding="utf-8")), "process_seconds": round(seconds, 1)}
+    atomic_write_json(result_path, result)     # with its duration, so that --resume reports it too
+    return {**result, "inputs": request}
 
 
 def _finished_before(request_path: Path, result_path: Path, request: dict) -> bool:

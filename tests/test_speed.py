@@ -59,6 +59,21 @@ def test_quick_run_markdown_has_every_section(quick_report):
     assert "Baseline skipped" in markdown
 
 
+def test_resume_reuses_the_processes_an_interrupted_run_finished(tmp_path, capsys):
+    """--resume keeps the work folder and reuses a result only for exactly the same request."""
+    args = ["--quick", "--skip_baselines", "--max_questions", "20", "--figures", "eval_full", "--out", str(tmp_path)]
+    assert speed.main(args) == 0
+    first = json.loads((tmp_path / "speed.json").read_text())
+    capsys.readouterr()
+    assert speed.main(args + ["--resume"]) == 0
+    assert "eval_full: reusing" in capsys.readouterr().err
+    again = json.loads((tmp_path / "speed.json").read_text())
+    assert again["figures"]["eval_full"] == first["figures"]["eval_full"]
+    assert speed.main(args[:3] + ["10"] + args[4:] + ["--resume"]) == 0   # another request: measured anew
+    assert "eval_full: reusing" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "speed.json").read_text())["figures"]["eval_full"]["questions"] == 10
+
+
 def test_unknown_figure_is_refused():
     with pytest.raises(speed.SpeedError, match="unknown"):
         speed.parse_figures("inference,nope")

@@ -493,7 +493,7 @@ def inference_model(model: QAModel, dtype: str) -> tuple[QAModel, str]:
 
     int8: a dynamically quantized CPU copy, no autocast. bfloat16 on the CPU: a copy whose
     backbone weights *are* bfloat16, no autocast; autocast would re-cast every activation between
-    its float32 and bfloat16 op lists (LayerNorm, GELU, residual adds), which cost ~20 % of the
+    its float32 and bfloat16 op lists (LayerNorm, GELU, residual adds), which cost 12-20 % of the
     evaluation time here. The head stays float32 (predict() casts the hidden states up). Elsewhere
     (float32; float16 and bfloat16 on a GPU): ``model`` itself under autocast.
     """
