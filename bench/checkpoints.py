@@ -25,7 +25,7 @@ from typing import Iterator
 from bench.io_utils import atomic_write_json
 
 __all__ = ["TrainPosition", "staged_checkpoint", "list_checkpoints", "prune_checkpoints", "read_meta",
-           "MODEL_FILE"]
+           "MODEL_FILE", "require_safetensors", "without_backbone_prefix"]
 
 MODEL_FILE = "model.safetensors"
 _CKPT_PATTERN = re.compile(r"^update_(\d+)$")
@@ -91,3 +91,22 @@ def prune_checkpoints(ckpt_root: Path, keep: int) -> list[Path]:
     for path in doomed:
         shutil.rmtree(path, ignore_errors=True)
     return doomed
+
+
+def require_safetensors(path: str | Path, label: str, error_cls: type[Exception]) -> Path:
+    """``path`` if it is an existing ``.safetensors`` file, else ``error_cls`` with a message starting
+    with ``label``. Weights are read from safetensors only: unpickling a checkpoint can run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise error_cls(f"{label}: file not found")
+    if path.suffix != ".safetensors":
+        raise error_cls(f"{label}: expected a .safetensors file (pickled checkpoints are not loaded: they can "
+                        f"run arbitrary code)")
+    return path
+
+
+def without_backbone_prefix(state: dict) -> dict:
+    """A whole QA model's state (every key ``backbone.*``) as its backbone's; any other state unchanged."""
+    if state and all(key.startswith("backbone.") for key in state):
+        return {key[len("backbone."):]: value for key, value in state.items()}
+    return state

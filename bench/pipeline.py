@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["EpochPlan", "plan_epoch", "updates_per_epoch", "total_updates", "load_datasets", "subset",
            "feature_params", "dataset_cache_key", "selection_score", "ROBERTA_STYLE_TYPES", "score_outputs",
-           "checkpoints_to_evaluate", "checkpoint_label", "BestCheckpoint"]
+           "checkpoints_to_evaluate", "checkpoint_label", "BestCheckpoint", "evaluate_checkpoints"]
 
 ROBERTA_STYLE_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "bart")
 
@@ -201,3 +202,25 @@ class BestCheckpoint:
         score = selection_score(metrics, self.config.version)
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "checkpoint": name, "metrics": metrics, "predictions": predictions}
+
+
+def evaluate_checkpoints(config, output_dir: Path, dev: SquadDataset, features: Features, predict_checkpoint,
+                         *, is_main: bool = True) -> dict:
+    """The evaluation stage of every backend: each of ``checkpoints_to_evaluate`` in turn.
+
+    ``predict_checkpoint(checkpoint)`` loads it (None: the model as it is) and returns the outputs
+    ``score_outputs`` reads, on the main process (elsewhere: anything). The main process scores them
+    and returns the best one's record with the mean evaluation time; other processes return {}.
+    """
+    candidates = checkpoints_to_evaluate(config, output_dir)
+    best = BestCheckpoint(config, output_dir, len(candidates))
+    started = time.perf_counter()
+    for checkpoint in candidates:
+        outputs = predict_checkpoint(checkpoint)
+        if is_main:
+            best.offer(checkpoint_label(config, checkpoint), *score_outputs(config, dev, features, outputs))
+    seconds = time.perf_counter() - started
+    if not is_main:
+        return {}
+    return {**best.best, "eval_seconds": round(seconds / len(candidates), 3),
+            "eval_samples_per_second": round(len(features) * len(candidates) / max(seconds, 1e-9), 3)}

@@ -8,6 +8,7 @@ Nothing here imports a framework.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -20,7 +21,7 @@ import numpy as np
 from bench.features import Features, batch_arrays
 
 __all__ = ["PAD_LOGIT", "CPU_WARNING_WINDOWS", "predict_in_batches", "batches_by_length", "allocate_outputs",
-           "store_rows", "TrainStats",
+           "store_rows", "TrainStats", "log_update",
            "should_save", "feature_cache_dir", "progress_factory", "print_summary", "run_log"]
 
 logger = logging.getLogger("bench.run")
@@ -96,6 +97,25 @@ class TrainStats:
     seconds: float = 0.0
     last_loss: float = float("nan")
     history: list = field(default_factory=list)
+
+
+def log_update(stats: TrainStats, position, *, loss: float, lr: float, grad_norm: float, elapsed: float,
+               world_size: int = 1, log_path: Path | None = None, emit: bool = True) -> dict:
+    """One --log_interval record of every backend's loop: kept in ``stats.history`` on every process;
+    logged and appended to ``log_path`` (train_log.jsonl) when ``emit`` (the main process)."""
+    record = {"update": position.update, "epoch": position.epoch, "loss": round(loss, 6), "lr": lr,
+              "grad_norm": round(grad_norm, 4),
+              "samples_per_second": round(stats.windows * world_size / max(elapsed, 1e-9), 2),
+              "skipped_updates": stats.skipped_updates, "elapsed_seconds": round(elapsed, 2)}
+    stats.history.append(record)
+    if not emit:
+        return record
+    logger.info("update %(update)d epoch %(epoch)d loss %(loss).4f lr %(lr).3g grad_norm %(grad_norm).3f "
+                "%(samples_per_second).1f samples/s skipped %(skipped_updates)d", record)
+    if log_path is not None:
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    return record
 
 
 def should_save(update: int, save_interval: int | None, end_of_epoch: bool, finished: bool) -> bool:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bench.checkpoints import MODEL_FILE, TrainPosition, read_meta, staged_checkpoint
+from bench.checkpoints import MODEL_FILE, TrainPosition, read_meta, require_safetensors, staged_checkpoint
 from bench.errors import BenchError
 from bench.mxnet_backend.heads import load_torch_state, torch_state_from_gluon
 
@@ -65,12 +65,7 @@ def read_trainer_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 def load_model_weights(model, weights_file: Path) -> None:
     """Load a safetensors file in torch QAModel names (either backend's checkpoint) into ``model``."""
-    weights_file = Path(weights_file)
-    if not weights_file.is_file():
-        raise CheckpointError(f"{weights_file}: file not found")
-    if weights_file.suffix != ".safetensors":
-        raise CheckpointError(f"{weights_file}: expected a .safetensors file (pickled checkpoints are not "
-                              f"loaded: they can run arbitrary code)")
+    weights_file = require_safetensors(weights_file, str(weights_file), CheckpointError)
     load_torch_state(model, load_file(str(weights_file)), where=str(weights_file))
 
 

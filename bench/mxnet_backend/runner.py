@@ -2,7 +2,7 @@
 
 Stages, in order (each a small function below; the torch backend's runner, stage for stage):
 ``setup_process`` -> ``load_datasets`` -> ``load_model`` -> ``build_features`` -> ``train`` ->
-``evaluate_checkpoints`` -> ``write_outputs``.
+``evaluate`` -> ``write_outputs``.
 
 Everything framework-free is the core's: the data, the epoch plans, the features and
 their cache, the schedule and layer rules, scoring, checkpoint folders and the results
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import resource
-import time
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import load_file
 
-from bench.checkpoints import MODEL_FILE
+from bench.checkpoints import MODEL_FILE, require_safetensors, without_backbone_prefix
 from bench.config import ConfigError
 from bench.data import SquadDataset
 from bench.distributed import DistributedConfigError, detect_world, parse_gpus
@@ -39,8 +38,8 @@ from bench.run_helpers import (run_log, CPU_WARNING_WINDOWS, feature_cache_dir, 
                                           progress_factory)
 from bench.model_source import ModelFolder, load_tokenizer, resolve_model_folder
 from bench.mxnet_backend.train_loop import Trainer, parameter_digest
-from bench.pipeline import (BestCheckpoint, checkpoint_label, checkpoints_to_evaluate, dataset_cache_key,
-                            feature_params, load_datasets, score_outputs, total_updates)
+from bench.pipeline import (dataset_cache_key, evaluate_checkpoints, feature_params, load_datasets,
+                            total_updates)
 from bench.run_record import hardware_info, library_versions, write_run_outputs
 from bench.training_rules import warmup_updates
 
@@ -147,15 +146,8 @@ def load_model(config, ctx) -> tuple:
 
 def load_backbone_file(model, path: Path) -> None:
     """--backbone_path: backbone weights in HF names (or ``backbone.*`` from a whole QA model), strictly."""
-    if not path.is_file():
-        raise ConversionError(f"--backbone_path {path}: file not found")
-    if path.suffix != ".safetensors":
-        raise ConversionError(f"--backbone_path {path}: expected a .safetensors file (pickled checkpoints are "
-                              f"not loaded: they can run arbitrary code)")
-    state = load_file(str(path))
-    if state and all(key.startswith("backbone.") for key in state):
-        state = {key[len("backbone."):]: value for key, value in state.items()}
-    state = base_model_state(state, model.family)
+    require_safetensors(path, f"--backbone_path {path}", ConversionError)
+    state = base_model_state(without_backbone_prefix(load_file(str(path))), model.family)
     unexpected = sorted(set(state) - set(hf_name_map(model.config).values()))
     if unexpected:
         raise ConversionError(f"--backbone_path {path} does not match the backbone: {len(unexpected)} unexpected "
@@ -223,19 +215,13 @@ def predict(config, ctx, model, features: Features, pad_id: int) -> dict:
     return outputs
 
 
-def evaluate_checkpoints(config, ctx, model, dev: SquadDataset, features: Features, pad_id: int,
-                         output_dir: Path) -> dict:
-    candidates = checkpoints_to_evaluate(config, output_dir)
-    best = BestCheckpoint(config, output_dir, len(candidates))
-    started = time.perf_counter()
-    for ckpt in candidates:
-        if ckpt is not None:
-            load_model_weights(model, ckpt / MODEL_FILE)
-        outputs = predict(config, ctx, model, features, pad_id)
-        best.offer(checkpoint_label(config, ckpt), *score_outputs(config, dev, features, outputs))
-    seconds = time.perf_counter() - started
-    return {**best.best, "eval_seconds": round(seconds / len(candidates), 3),
-            "eval_samples_per_second": round(len(features) * len(candidates) / max(seconds, 1e-9), 3)}
+def evaluate(config, ctx, model, dev: SquadDataset, features: Features, pad_id: int, output_dir: Path) -> dict:
+    def predict_checkpoint(checkpoint: Path | None) -> dict:
+        if checkpoint is not None:
+            load_model_weights(model, checkpoint / MODEL_FILE)
+        return predict(config, ctx, model, features, pad_id)
+
+    return evaluate_checkpoints(config, output_dir, dev, features, predict_checkpoint)
 
 
 # ---------------------------------------------------------------------------------------- write
@@ -276,7 +262,7 @@ def run(config, stop_after: int | None = None) -> dict | None:
         if dev_ds is not None:
             eval_features = build_features(config, dev_ds, tokenizer, params, is_training=False)
             num_eval_features = len(eval_features)
-            eval_info = evaluate_checkpoints(config, ctx, model, dev_ds, eval_features, pad_id, output_dir)
+            eval_info = evaluate(config, ctx, model, dev_ds, eval_features, pad_id, output_dir)
         record = write_outputs(config, ctx, output_dir, source=source, model=model, train_info=train_info,
                                eval_info=eval_info, train=train_ds, dev=dev_ds, num_eval_features=num_eval_features)
         print_summary(record, output_dir)

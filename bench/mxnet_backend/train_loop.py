@@ -15,7 +15,6 @@ draws the same masks whether or not the run was interrupted and resumed before i
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -31,7 +30,7 @@ from bench.mxnet_backend.compat import import_mxnet
 from bench.mxnet_backend.heads import batch_to_nd, load_torch_state, torch_state_from_gluon
 from bench.mxnet_backend.optim import (clip_coefficient, global_grad_norm, load_optimizer_state,
                                       optimizer_state, zero_grads)
-from bench.run_helpers import TrainStats, should_save
+from bench.run_helpers import TrainStats, log_update, should_save
 from bench.pipeline import plan_epoch, updates_per_epoch
 from bench.training_rules import linear_schedule
 
@@ -179,17 +178,8 @@ class Trainer:
 
     # -- stage: logging and saving ------------------------------------------------------------
     def log(self, loss: float, grad_norm: float, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        record = {"update": self.position.update, "epoch": self.position.epoch, "loss": round(loss, 6),
-                  "lr": self.current_lr(), "grad_norm": round(grad_norm, 4),
-                  "samples_per_second": round(self.stats.windows / max(elapsed, 1e-9), 2),
-                  "skipped_updates": self.stats.skipped_updates, "elapsed_seconds": round(elapsed, 2)}
-        self.stats.history.append(record)
-        logger.info("update %(update)d epoch %(epoch)d loss %(loss).4f lr %(lr).3g grad_norm %(grad_norm).3f "
-                    "%(samples_per_second).1f samples/s skipped %(skipped_updates)d", record)
-        if self.log_path is not None:
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+        log_update(self.stats, self.position, loss=loss, lr=self.current_lr(), grad_norm=grad_norm,
+                   elapsed=time.perf_counter() - started, log_path=self.log_path)
 
     def save(self) -> None:
         path = save_checkpoint(self.ckpt_root, self.model, *self.capture_state(), self.position)

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.checkpoints import require_safetensors, without_backbone_prefix
 from bench.models import FAMILIES
 from bench.model_source import ModelFolder, ModelSourceError, load_tokenizer, resolve_model_folder
 from bench.training_rules import layer_index_from_name
@@ -141,15 +142,8 @@ def load_backbone_weights(backbone: nn.Module, path: Path) -> None:
     """
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelSourceError(f"--backbone_path {path}: file not found")
-    if path.suffix != ".safetensors":
-        raise ModelSourceError(f"--backbone_path {path}: expected a .safetensors file (pickled checkpoints "
-                               f"are not loaded: they can run arbitrary code)")
-    state = load_file(str(path))
-    if state and all(key.startswith("backbone.") for key in state):
-        state = {key[len("backbone."):]: value for key, value in state.items()}
+    path = require_safetensors(path, f"--backbone_path {path}", ModelSourceError)
+    state = without_backbone_prefix(load_file(str(path)))
     _check_backbone_state(backbone.state_dict(), state, path)
     backbone.load_state_dict(state, strict=True)
 

@@ -2,7 +2,7 @@
 
 Stages, in order (each a small function below):
 ``setup_process`` -> ``load_datasets`` -> ``load_model`` -> ``build_train_features`` ->
-``train`` -> ``evaluate_checkpoints`` -> ``write_outputs``.
+``train`` -> ``evaluate`` -> ``write_outputs``.
 
 Launch commands (see README "Distributed training")::
 
@@ -26,8 +26,8 @@ import torch
 from bench.data import SquadDataset
 from bench.distributed import WorldInfo, detect_world, eval_shard
 from bench.features import FeatureParams, Features, load_or_build_features
-from bench.pipeline import (BestCheckpoint, checkpoint_label, checkpoints_to_evaluate, dataset_cache_key,
-                            feature_params, load_datasets, score_outputs, total_updates)
+from bench.pipeline import (dataset_cache_key, evaluate_checkpoints, feature_params, load_datasets,
+                            total_updates)
 from bench.run_helpers import CPU_WARNING_WINDOWS, feature_cache_dir, print_summary, progress_factory, run_log
 from bench.run_record import hardware_info, library_versions, write_run_outputs
 from bench.torch_backend.dist import init_comm
@@ -182,24 +182,15 @@ def predict(config, comm, model, features: Features, pad_id: int, autocast) -> d
     return comm.gather_arrays_to_main(outputs)
 
 
-def evaluate_checkpoints(config, comm, model, dev: SquadDataset, features: Features, pad_id: int,
-                         output_dir: Path) -> dict:
-    candidates = checkpoints_to_evaluate(config, output_dir)
-    best = BestCheckpoint(config, output_dir, len(candidates))
-    started = time.perf_counter()
-    for ckpt in candidates:
-        if ckpt is not None:
-            load_for_eval(model, ckpt)
+def evaluate(config, comm, model, dev: SquadDataset, features: Features, pad_id: int, output_dir: Path) -> dict:
+    def predict_checkpoint(checkpoint: Path | None) -> dict | None:
+        if checkpoint is not None:
+            load_for_eval(model, checkpoint)
+        # A copy for int8 and CPU bfloat16, freed when this returns (before the next checkpoint loads).
         eval_model, eval_dtype = inference_model(model, config.dtype)
-        outputs = predict(config, comm, eval_model, features, pad_id, autocast_factory(eval_dtype, comm.device))
-        del eval_model      # a copy for int8 and CPU bfloat16: freed before the next checkpoint loads
-        if comm.is_main:
-            best.offer(checkpoint_label(config, ckpt), *score_outputs(config, dev, features, outputs))
-    seconds = time.perf_counter() - started
-    if not comm.is_main:
-        return {}
-    return {**best.best, "eval_seconds": round(seconds / len(candidates), 3),
-            "eval_samples_per_second": round(len(features) * len(candidates) / max(seconds, 1e-9), 3)}
+        return predict(config, comm, eval_model, features, pad_id, autocast_factory(eval_dtype, comm.device))
+
+    return evaluate_checkpoints(config, output_dir, dev, features, predict_checkpoint, is_main=comm.is_main)
 
 
 # ---------------------------------------------------------------------------------------- write
@@ -252,7 +243,7 @@ def _run_stages(config, comm, output_dir: Path, stop_after: int | None) -> dict 
     if dev_ds is not None:
         eval_features = build_features(config, dev_ds, tokenizer, params, is_training=False, comm=comm)
         num_eval_features = len(eval_features)
-        eval_info = evaluate_checkpoints(config, comm, model, dev_ds, eval_features, pad_id, output_dir)
+        eval_info = evaluate(config, comm, model, dev_ds, eval_features, pad_id, output_dir)
     if not comm.is_main:
         return None
     record = write_outputs(config, comm, output_dir, source=source, model=model, train_info=train_info,

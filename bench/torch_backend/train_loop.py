@@ -8,7 +8,6 @@ plans (sharding, wrapping, length grouping) come from ``bench.pipeline``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from bench.checkpoints import MODEL_FILE, TrainPosition, list_checkpoints, prune_checkpoints
 from bench.features import Features, batch_arrays
 from bench.pipeline import plan_epoch, updates_per_epoch
-from bench.run_helpers import TrainStats, should_save
+from bench.run_helpers import TrainStats, log_update, should_save
 from bench.torch_backend.checkpoint import (load_model_weights, load_trainer_state, restore_rng_state,
                                             save_checkpoint)
 from bench.torch_backend.inference import default_round_to, to_device
@@ -104,21 +103,11 @@ class Trainer:
         return grad_norm
 
     # -- stage: logging and saving ------------------------------------------------------------
-    def log(self, loss: float, grad_norm: float, started: float, progress) -> None:
+    def log(self, loss: float, grad_norm: float, started: float) -> None:
         loss = float(self.comm.all_reduce_mean(torch.tensor([loss], dtype=torch.float64)).item())
-        elapsed = time.perf_counter() - started
-        record = {"update": self.position.update, "epoch": self.position.epoch, "loss": round(loss, 6),
-                  "lr": self.scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4),
-                  "samples_per_second": round(self.stats.windows * self.comm.world_size / max(elapsed, 1e-9), 2),
-                  "skipped_updates": self.stats.skipped_updates, "elapsed_seconds": round(elapsed, 2)}
-        self.stats.history.append(record)
-        if not self.comm.is_main:
-            return
-        logger.info("update %(update)d epoch %(epoch)d loss %(loss).4f lr %(lr).3g grad_norm %(grad_norm).3f "
-                    "%(samples_per_second).1f samples/s skipped %(skipped_updates)d", record)
-        if self.log_path is not None:
-            with open(self.log_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+        log_update(self.stats, self.position, loss=loss, lr=self.scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                   elapsed=time.perf_counter() - started, world_size=self.comm.world_size,
+                   log_path=self.log_path, emit=self.comm.is_main)
 
     def save(self) -> None:
         if self.comm.is_main:
@@ -154,7 +143,7 @@ class Trainer:
                     progress.set_postfix(loss=f"{loss:.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
                                          sps=f"{self.stats.windows * self.comm.world_size / (time.perf_counter() - started):.1f}")
                 if self.position.update % cfg.log_interval == 0:
-                    self.log(loss, grad_norm, started, progress)
+                    self.log(loss, grad_norm, started)
                 finished = self.position.update >= self.total_updates
                 end_of_epoch = self.position.update_in_epoch >= per_epoch
                 if end_of_epoch:
