@@ -682,7 +682,8 @@ def _candidate_keys(features, candidates: SpanCandidates, checked: PairGrid | No
         grid = checked.rows(rows)
         valid = _valid_pairs(grid, max_answer_length)
         end_logits = grid.end_logits if grid.end_logits.ndim == 3 else grid.end_logits[:, None, :]
-        scores = grid.start_logits[:, :, None] + end_logits          # no -0.0: _sentinel_grid's logits have none
+        with np.errstate(over="ignore"):                              # +inf raises in _window_winners
+            scores = grid.start_logits[:, :, None] + end_logits      # no -0.0: _sentinel_grid's logits have none
     else:
         valid = _valid_pairs_generic(features, candidates.start[rows], candidates.end[rows], rows,
                                      max_answer_length)

@@ -572,3 +572,103 @@ def test_ranking_sort_fallback_for_wide_keys_agrees():
     want = np.lexsort((np.arange(3000), key, example))
     assert np.array_equal(postprocess_module._sorted_items(example, key, 50), want)
     assert np.array_equal(postprocess_module._sorted_items(example, key, 1 << 40), want)
+
+
+# ------------------------------------------------------------------------------------------ sort keys
+def window_winners_by_definition(keys: np.ndarray, n_best_size: int) -> np.ndarray:
+    """Flat indices, row-major, of the keys whose level (key without its column bits) is at least
+    the row's n_best_size-th best key's level, and at least the lowest finite score's level."""
+    bits = postprocess_module._column_bits(keys.shape[1])
+    floor = postprocess_module._LOWEST_FINITE_KEY >> bits
+    winners = []
+    for row, row_keys in enumerate(keys.astype(np.int64)):
+        levels = row_keys >> bits
+        cut = np.sort(row_keys)[::-1][min(n_best_size, len(row_keys)) - 1] >> bits
+        winners += (row * keys.shape[1] + np.flatnonzero(levels >= max(cut, floor))).tolist()
+    return np.array(winners, dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_window_winners_match_their_definition(seed):
+    """Random scores with many invalid candidates, and integer scores whose ties overflow the
+    2 * n_best_size block (the np.flatnonzero fallback)."""
+    rng = np.random.default_rng(500 + seed)
+    n, k_start, k_end, n_best_size = int(rng.integers(1, 30)), int(rng.integers(1, 9)), int(rng.integers(1, 9)), \
+        int(rng.integers(1, 8))
+    if seed % 2:
+        start_logits, end_logits = (rng.integers(-2, 2, (n, k)).astype(np.float32) for k in (k_start, k_end))
+    else:
+        start_logits, end_logits = (rng.standard_normal((n, k)).astype(np.float32) for k in (k_start, k_end))
+    start_logits[rng.random(start_logits.shape) < 0.1] = -np.inf
+    grid = PairGrid(np.zeros((n, k_start), np.int32), start_logits, np.zeros((n, k_end), np.int32), end_logits)
+    checked = dataclasses.replace(grid, starts=np.zeros((n, k_start), np.int16),
+                                  ends=np.where(rng.random((n, k_end)) < 0.3, -16_000, 0).astype(np.int16))
+    keys = postprocess_module._candidate_keys(None, SpanCandidates.from_grid(grid), checked, slice(None), 30, False)
+    got = postprocess_module._window_winners(keys, n_best_size)
+    assert np.array_equal(got, window_winners_by_definition(keys, n_best_size))
+    assert all(len(set(row.tolist())) == len(row) for row in keys)          # distinct within a row
+
+
+def test_candidate_keys_order_scores_and_put_invalid_candidates_lowest():
+    scores = np.array([[-np.inf, -3.5, -0.0, 0.0, 1e-30, 2.0, np.finfo(np.float32).max]], np.float32)
+    grid = PairGrid(np.zeros((1, 1), np.int32), np.zeros((1, 1), np.float32), np.zeros((1, 7), np.int32), scores)
+    valid = dataclasses.replace(grid, starts=np.zeros((1, 1), np.int16), ends=np.zeros((1, 7), np.int16),
+                                end_logits=scores + np.float32(0.0))
+    keys = postprocess_module._candidate_keys(None, None, valid, slice(None), 30, False)[0].astype(np.int64)
+    bits = postprocess_module._column_bits(7)
+    assert np.all(np.diff(keys[1:] >> bits) >= 0) and keys[3] >> bits == keys[2] >> bits      # -0.0 ties 0.0
+    assert keys[0] < postprocess_module._LOWEST_FINITE_KEY            # -inf never qualifies
+    invalid = dataclasses.replace(valid, ends=np.full((1, 7), -16_000, np.int16))
+    assert postprocess_module._candidate_keys(None, None, invalid, slice(None), 30, False)[0].tolist() == list(range(7))
+
+
+@pytest.mark.parametrize("n_best_size", [1, 2, 4])
+def test_signed_zero_scores_tie_as_in_the_reference(n_best_size):
+    """-0.0 and +0.0 scores are equal, so the tie-break (window, start, end) decides: the first
+    pair, (5, 7), scores -0.0 + -0.0 = -0.0 and must not lose to the +0.0 pairs after it."""
+    features, dataset = make_features([one_window(), one_window()]), make_dataset()
+    s, e = logits_for(features, start={0: {5: -0.0, 6: 0.0}, 1: {5: 0.0, 6: -0.0}},
+                      end={0: {7: -0.0, 8: 0.0}, 1: {7: -0.0, 8: 0.0}}, cls=(-9, -9))
+    options = dict(n_best_size=n_best_size, max_answer_length=4)
+    got = vectorized(dataset, features, s, e, **options)
+    assert_same(got, reference_postprocess(dataset, features, s, e, **options))
+    assert got.nbest.window[0] == 0 and got.nbest.start_token[0] == 5 and got.nbest.end_token[0] == 7
+
+
+def test_nan_or_overflowing_valid_candidate_raises_and_an_invalid_one_does_not():
+    features, dataset = make_features([one_window()]), make_dataset(version="1.1")
+    start, end = np.array([[5, 9]]), np.array([[6, 5]])                 # (9, 5) is reversed: invalid
+    logits = np.array([[1.0, np.nan]], np.float32)
+    got = postprocess(dataset, features, SpanCandidates(start, end, logits, np.ones_like(logits)), None)
+    assert got.predictions["q0"] == "beta gamma"
+    with pytest.raises(ValueError, match="NaN"):
+        postprocess(dataset, features, SpanCandidates(start[:, ::-1], end, logits, np.ones_like(logits)), None)
+    huge = np.full((1, 1), np.finfo(np.float32).max, np.float32)       # max + max overflows to +inf
+    overflow = candidates_from_topk(np.array([[5]]), huge, np.array([[[6]]]), huge[:, :, None])
+    with pytest.raises(ValueError, match=r"\+inf"):
+        postprocess(dataset, features, overflow, None)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_context_is_one_run_agrees_with_its_definition(seed):
+    """Random layouts: context first (position 0), gaps, trailing tokens, empty runs."""
+    rng = np.random.default_rng(900 + seed)
+    windows = []
+    for example in range(int(rng.integers(1, 5))):
+        lead, size, trail = int(rng.integers(0, 3)), int(rng.integers(0, 4)), int(rng.integers(0, 3))
+        tokens = [None] * lead + [WORD_SPANS[i] for i in range(size)] + [None] * trail
+        if rng.random() < 0.2 and len(tokens) > 2:
+            tokens[int(rng.integers(0, len(tokens)))] = None if rng.random() < 0.5 else WORD_SPANS[0]
+        if not any(tokens):
+            tokens.insert(lead, WORD_SPANS[0])
+        windows.append({"example": example, "tokens": tokens})
+    features = make_features(windows)
+    assert postprocess_module._context_is_one_run(features) == all(map(context_is_one_run, windows))
+
+
+def context_is_one_run(window) -> bool:
+    """The definition: the context tokens are exactly positions [first context token, length - 1)."""
+    is_context = [span is not None for span in window["tokens"]]
+    first = is_context.index(True)
+    return first < len(is_context) - 1 and is_context == [first <= p < len(is_context) - 1
+                                                         for p in range(len(is_context))]
