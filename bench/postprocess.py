@@ -109,11 +109,18 @@ How it is vectorized
   which keeps the lower positions.
 * Pairs: validity and scores of the (n, K, K') pairs come from broadcasting
   the grid's factors (``PairGrid``), with per-token facts looked up only for
-  the picked tokens; per window, one more row sort finds the
-  ``n_best_size``-th best valid score, and only the ~n_best_size candidates
-  at or above it go on. This runs on chunks of windows, so the temporaries
-  stay in cache. Hand-built candidates take the same checks on their (n, C)
-  arrays.
+  the picked tokens. Each score becomes a uint32 key that sorts like the
+  float, with its low bits replaced by the pair's column; an invalid pair's
+  key is its column alone, below every score's. The keys of a window are thus
+  distinct, which matters: numpy 1.26's row sort runs about 5x slower on rows
+  that are mostly one repeated value (as -inf for invalid pairs was). One row
+  sort per window gives the ``n_best_size``-th best key; the candidates whose
+  key, column bits dropped, reaches it go on: every one scoring at least the
+  ``n_best_size``-th best score, and a few that tie with it up to those bits.
+  Invalid pairs are zeroed by multiplying with the validity mask, far faster
+  than ``np.copyto(..., where=)``. This runs on chunks of windows, so the
+  temporaries stay in cache. Hand-built candidates take the same checks on
+  their (n, C) arrays.
 * Ranking: every span gets a uint32 key that sorts float32 scores best
   first; each example's null entry gets the key of the smallest float32 >=
   its null score, which places it after exactly the spans scoring >= it. One
