@@ -112,7 +112,7 @@ How it is vectorized
   the picked tokens. Each score becomes a uint32 key that sorts like the
   float, with its low bits replaced by the pair's column; an invalid pair's
   key is its column alone, below every score's. The keys of a window are thus
-  distinct, which matters: numpy 1.26's row sort runs about 5x slower on rows
+  distinct, which matters: numpy 1.26's row sort runs about 4-5x slower on rows
   that are mostly one repeated value (as -inf for invalid pairs was). One row
   sort per window gives the ``n_best_size``-th best key; the candidates whose
   key, column bits dropped, reaches it go on: every one scoring at least the
@@ -401,7 +401,6 @@ def _column_bits(num_candidates: int) -> int:
     return bits
 
 
-
 # ------------------------------------------------------------------------------------------ candidates
 def _as_logits(array, name: str, n_windows: int) -> np.ndarray:
     logits = np.asarray(array, dtype=np.float32)
@@ -680,7 +679,7 @@ def _candidate_keys(features, candidates: SpanCandidates, checked: PairGrid | No
     ``_ascending_key`` with its low ``_column_bits(C)`` bits replaced by the column.
 
     The keys order a window's candidates by score up to those bits, and are distinct, because
-    numpy 1.26's row sort is about 5x slower on rows that are mostly one repeated value. An invalid
+    numpy 1.26's row sort is about 4-5x slower on rows that are mostly one repeated value. An invalid
     candidate's key is its column: below every score's key, even -inf's. ``checked``: the grid from
     ``_sentinel_grid``, or None for hand-built candidates. With ``nan_possible``, a valid candidate
     scoring NaN raises ValueError here (a valid +inf raises in ``_window_winners``).
