@@ -21,5 +21,5 @@ setup(
         # Horovod must be built against the installed torch: see README "Distributed training".
         "horovod": TORCH + ["horovod==0.28.1", "cloudpickle", "psutil", "pyyaml"],
     },
-    entry_points={"console_scripts": ["squad-bench=bench.cli:main"]},
+    entry_points={"console_scripts": ["squad-bench=bench.apps.cli:main"]},
 )

@@ -1,52 +1,7 @@
-"""``squad-bench``: one command, one subcommand per job.
-
-Each subcommand lives in its own module exposing ``main(argv) -> int``; this file
-only dispatches, importing the module when its subcommand is asked for, so
-``squad-bench evaluate`` never loads a deep-learning framework.
-
-    squad-bench prepare-data --version 2.0 --data_dir squad
-    squad-bench run --model_name google_electra_small --do_train --do_eval ...
-    squad-bench evaluate dev-v2.0.json predictions.json --na-prob-file na_prob.json
-    squad-bench report --runs runs/ --out reports/
-    squad-bench gen-commands
-    squad-bench demo
-    squad-bench speed --quick
-"""
-from __future__ import annotations
-
-import importlib
+"""``python -m bench.cli``: the ``squad-bench`` command (see ``bench.apps.cli``)."""
 import sys
 
-SUBCOMMANDS = {
-    "prepare-data": ("bench.prepare", "download or copy the official SQuAD files and verify them"),
-    "run": ("bench.run_squad", "fine-tune and/or evaluate a model (GluonNLP run_squad.py flags)"),
-    "evaluate": ("bench.evaluate", "score a predictions file (drop-in for the official scripts)"),
-    "report": ("bench.report", "regenerate the comparison report from results.json files"),
-    "gen-commands": ("bench.gen_commands", "render commands/run_squad2_<model>.sh from the presets"),
-    "demo": ("bench.demo", "fine-tune a real small BERT offline and report (about 8 minutes on 2 cores)"),
-    "speed": ("bench.speed", "speed benchmark against the Hugging Face baselines"),
-}
-
-
-def _usage() -> str:
-    lines = ["usage: squad-bench <command> [options]", "", "commands:"]
-    lines += [f"  {name:<14}{help_}" for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ["", "Run 'squad-bench <command> --help' for a command's options."]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_usage())
-        return 0 if argv else 2
-    name, rest = argv[0], argv[1:]
-    if name not in SUBCOMMANDS:
-        print(f"squad-bench: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
-
+from bench.apps.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.assets import MINILM_INSTALL_HINT, minilm_model_dir, shared_squad_dir
-from bench.data import load_squad
-from bench.features import FeatureParams, build_features, load_or_build_features
+from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir, shared_squad_dir
+from bench.core.data import load_squad
+from bench.core.features import FeatureParams, build_features, load_or_build_features
 
 
 def best_time(fn, repeat: int):

@@ -43,11 +43,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.assets import MINILM_INSTALL_HINT, minilm_model_dir, shared_squad_dir  # noqa: E402
-from bench.data import load_squad  # noqa: E402
-from bench.features import FeatureParams, build_features  # noqa: E402
-from bench.io_utils import atomic_write_json  # noqa: E402
-from bench.postprocess import (candidates_from_logits, null_scores_from_logits, postprocess,  # noqa: E402
+from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir, shared_squad_dir  # noqa: E402
+from bench.core.data import load_squad  # noqa: E402
+from bench.core.features import FeatureParams, build_features  # noqa: E402
+from bench.core.io_utils import atomic_write_json  # noqa: E402
+from bench.core.postprocess import (candidates_from_logits, null_scores_from_logits, postprocess,  # noqa: E402
                                write_predictions)
 from tests.reference_postprocess import reference_postprocess  # noqa: E402
 

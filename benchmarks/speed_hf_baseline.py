@@ -1,6 +1,6 @@
 """The Hugging Face side of ``squad-bench speed``: runs inside its own transformers 4.57.6 environment.
 
-``QuestionAnsweringPipeline`` was removed in transformers 5.x, so ``bench.speed`` creates a
+``QuestionAnsweringPipeline`` was removed in transformers 5.x, so ``bench.apps.speed`` creates a
 virtual environment with ``torch==2.13.0 transformers==4.57.6 accelerate==1.12.0`` and runs
 this file there as a subprocess. It imports nothing from ``bench`` on purpose: the baseline is
 Hugging Face code only, fed the same model folder, questions and settings.

@@ -9,7 +9,7 @@
 #   * numpy 1.26.x: MXNet 1.9.1 cannot run with numpy 2 (its C API and aliases are gone), so numpy is
 #     moved to the newest 1.x. torch 2.13 (CPU), transformers 5.x, tokenizers, safetensors and
 #     matplotlib all work with it. MXNet 1.9.1 still uses the alias numpy.bool (removed in numpy 1.24):
-#     bench.mxnet_backend.compat restores it before importing mxnet.
+#     bench.backends.mxnet.compat restores it before importing mxnet.
 #   * Cython, setuptools, wheel: GluonNLP 0.10.0 is an sdist that compiles a Cython extension.
 #   * mxnet==1.9.1 (CPU wheel, bundles OpenBLAS) and gluonnlp==0.10.0. GluonNLP is built with
 #     --no-build-isolation: an isolated build would fetch numpy 2 and an unpinned toolchain.
@@ -35,7 +35,7 @@ PYTHON=${PYTHON:-python3}
 log() { echo "[install_mxnet] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-# The same check bench.mxnet_backend.compat.import_mxnet makes: numpy 1.x, mxnet and gluonnlp at the pinned
+# The same check bench.backends.mxnet.compat.import_mxnet makes: numpy 1.x, mxnet and gluonnlp at the pinned
 # versions, importable together. Prints the versions; exit status 0 only when all is well.
 check_ready() {
     "$PYTHON" - "$MXNET_VERSION" "$GLUONNLP_VERSION" <<'EOF'

@@ -17,7 +17,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest
 
-from bench.assets import minilm_model_dir, shared_squad_dir
+from bench.core.assets import minilm_model_dir, shared_squad_dir
 
 
 @pytest.fixture(scope="session")
@@ -64,5 +64,5 @@ def write_squad(path: Path, data: dict) -> Path:
 
 def pytest_configure(config):
     # mxnet's own modules raise a scipy DeprecationWarning on every array conversion; the backend
-    # silences it at import (bench.mxnet_backend.compat), but pytest resets filters for each test.
+    # silences it at import (bench.backends.mxnet.compat), but pytest resets filters for each test.
     config.addinivalue_line("filterwarnings", r"ignore::DeprecationWarning:mxnet(\.|$)")

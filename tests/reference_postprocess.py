@@ -1,9 +1,9 @@
-"""Plain-loop reference for ``bench.postprocess`` (tests and the speed benchmark only).
+"""Plain-loop reference for ``bench.core.postprocess`` (tests and the speed benchmark only).
 
 Written to be obviously correct rather than fast: per example, per window, the
 top ``n_best_size`` start and end positions among the window's context tokens
 (ties: lower position first), every (start, end) pair checked one by one, then
-one sort. It follows the rules documented in ``bench.postprocess`` exactly,
+one sort. It follows the rules documented in ``bench.core.postprocess`` exactly,
 including the tie-breaking order, so the two must agree entry for entry:
 
 * score = start_logit + end_logit, added in float32;
@@ -21,7 +21,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from bench.postprocess import NO_SPAN_NA_PROB, QAPredictions
+from bench.core.postprocess import NO_SPAN_NA_PROB, QAPredictions
 
 
 def _f32_sum(a: float, b: float) -> float:

@@ -1,4 +1,4 @@
-"""bench.data: loading SQuAD files, version detection, format errors, answer offset checks."""
+"""bench.core.data: loading SQuAD files, version detection, format errors, answer offset checks."""
 from __future__ import annotations
 
 import gzip
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.data import SquadFormatError, gold_answers, load_squad, normalize_version
+from bench.core.data import SquadFormatError, gold_answers, load_squad, normalize_version
 
 CONTEXT = "Paris is in France. Paris is big."
 
@@ -273,7 +273,7 @@ def offsets_file() -> dict:
 
 def test_training_repairs_unique_offsets_and_drops_unlocatable_questions(tmp_path, caplog):
     path = write(tmp_path / "offsets.json", offsets_file())
-    with caplog.at_level(logging.WARNING, logger="bench.data"):
+    with caplog.at_level(logging.WARNING, logger="bench.core.data"):
         dataset = load_squad(path, for_training=True)
     answers = {example.qid: [(a.text, a.start) for a in example.answers] for example in dataset.examples}
     assert answers == {"repairable": [("France", 12)], "second-ok": [("big", 29)], "fine": [("Paris", 20)]}
@@ -288,7 +288,7 @@ def test_training_repairs_unique_offsets_and_drops_unlocatable_questions(tmp_pat
 
 def test_evaluation_keeps_every_answer_as_written(tmp_path, caplog):
     path = write(tmp_path / "offsets.json", offsets_file())
-    with caplog.at_level(logging.WARNING, logger="bench.data"):
+    with caplog.at_level(logging.WARNING, logger="bench.core.data"):
         dataset = load_squad(path)
     assert gold_answers(dataset) == {"repairable": ["France"], "second-ok": ["Paris", "big"],
                                      "ambiguous": ["Paris"], "absent": ["London"],

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from bench.results import load_results
+from bench.core.results import load_results
 from tests.squad_samples import write_sample
 from tests.test_run_squad import EQUIVALENCE_FLAGS, base_args
 from tests.tiny_models import make_tiny_model_dir
@@ -83,7 +83,7 @@ def test_two_process_run_matches_one_process_with_the_same_global_batch(launcher
          "results.json", "run.log", "train_log.jsonl"])
     assert len(json.loads((out / "predictions.json").read_text())) == 5
 
-    from bench.run_squad import main as run_squad
+    from bench.apps.run import main as run_squad
     single = tmp_path / "one"
     assert run_squad(base_args(setup["model"], setup["data"], single, batch_size=4, **EQUIVALENCE_FLAGS)) == 0
     accumulated = tmp_path / "acc"
@@ -103,7 +103,7 @@ def test_accumulation_under_a_launcher_matches_too(launcher, setup, tmp_path):
                                          **EQUIVALENCE_FLAGS))
     ranks = digests(proc)
     assert ranks[0] == ranks[1]
-    from bench.run_squad import main as run_squad
+    from bench.apps.run import main as run_squad
     single = tmp_path / "one"
     assert run_squad(base_args(setup["model"], setup["data"], single, batch_size=4, **EQUIVALENCE_FLAGS)) == 0
     a, b = final_weights(out), final_weights(single)

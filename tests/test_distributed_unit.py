@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.distributed import (DistributedConfigError, WorldInfo, derive_accumulation, detect_world, epoch_shard,
+from bench.run.distributed import (DistributedConfigError, WorldInfo, derive_accumulation, detect_world, epoch_shard,
                                eval_shard, global_batch, parse_gpus, should_spawn_device_workers)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +135,7 @@ def test_parse_gpus():
 
 
 def test_distributed_module_does_not_import_torch():
-    code = "import sys, bench.distributed; sys.exit('torch' in sys.modules)"
+    code = "import sys, bench.run.distributed; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=_child_env()).returncode == 0
 
 
@@ -200,7 +200,7 @@ def test_eval_shards_concatenate_back_in_order():
 # ------------------------------------------------------------------------------- in-process comm
 def test_local_comm_is_the_identity():
     import torch
-    from bench.torch_backend.dist import LocalComm, init_comm
+    from bench.backends.torch.dist import LocalComm, init_comm
     comm = init_comm(detect_world("device", "-1", {}))
     assert isinstance(comm, LocalComm) and comm.is_main and comm.device.type == "cpu"
     tensor = torch.tensor([2.0])
@@ -215,7 +215,7 @@ def test_local_comm_is_the_identity():
 
 
 def test_gather_concatenates_variable_lengths_and_checks_keys():
-    from bench.torch_backend.dist import _concat_by_rank
+    from bench.backends.torch.dist import _concat_by_rank
     out = _concat_by_rank([{"a": np.zeros((2, 3))}, {"a": np.ones((1, 3))}])
     assert out["a"].shape == (3, 3) and out["a"][2].tolist() == [1, 1, 1]
     with pytest.raises(ValueError, match="rank 1 gathered"):
@@ -223,7 +223,7 @@ def test_gather_concatenates_variable_lengths_and_checks_keys():
 
 
 def test_failfast_reraises_in_a_plain_process(monkeypatch):
-    from bench.torch_backend.dist import LAUNCHER_ENV, run_with_failfast
+    from bench.backends.torch.dist import LAUNCHER_ENV, run_with_failfast
     for name in LAUNCHER_ENV:
         monkeypatch.delenv(name, raising=False)
 
@@ -235,8 +235,8 @@ def test_failfast_reraises_in_a_plain_process(monkeypatch):
 
 
 def test_failfast_under_a_launcher_exits_with_one_line_for_user_errors():
-    code = ("from bench.distributed import DistributedConfigError\n"
-            "from bench.torch_backend.dist import run_with_failfast\n"
+    code = ("from bench.run.distributed import DistributedConfigError\n"
+            "from bench.backends.torch.dist import run_with_failfast\n"
             "def bad():\n    raise DistributedConfigError('--gpus is wrong')\n"
             "run_with_failfast(bad)\n")
     job = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env={**_child_env(), "RANK": "3"},
@@ -255,8 +255,8 @@ import time
 
 import numpy as np
 import torch
-from bench.distributed import detect_world, epoch_shard
-from bench.torch_backend.dist import init_comm, launch, run_with_failfast
+from bench.run.distributed import detect_world, epoch_shard
+from bench.backends.torch.dist import init_comm, launch, run_with_failfast
 
 torch.set_num_threads(1)
 HANG_TIMEOUT_S = 10

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.data import Answer, SquadDataset, SquadExample, load_squad
-from bench.evaluate import evaluate, exact_match, main, normalize_answer, token_f1
+from bench.core.data import Answer, SquadDataset, SquadExample, load_squad
+from bench.apps.evaluate import main
+from bench.core.scoring import evaluate, exact_match, normalize_answer, token_f1
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 V2_KEYS = ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
@@ -85,7 +86,7 @@ def test_v1_scores_missing_and_extra_predictions():
 
 def test_v1_missing_predictions_are_reported_in_one_line(caplog):
     data = dataset("1.1", [(f"q{i}", ["x"]) for i in range(8)])
-    with caplog.at_level(logging.WARNING, logger="bench.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="bench.core.scoring"):
         result = evaluate(data, {"q0": "x"})
     assert result == {"exact_match": 12.5, "f1": 12.5}
     warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
@@ -184,7 +185,7 @@ def test_v2_subsets_appear_only_when_present():
 
 
 def test_v2_missing_predictions_score_zero(caplog):
-    with caplog.at_level(logging.WARNING, logger="bench.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="bench.core.scoring"):
         result = evaluate(dataset("2.0", [("a", []), ("b", ["x"])]), {"b": "x"})
     assert (result["exact"], result["total"], result["NoAns_exact"]) == (50.0, 2, 0.0)
     messages = [record.getMessage() for record in caplog.records]

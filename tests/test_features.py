@@ -12,9 +12,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench import features as feats
-from bench.data import Answer, SquadExample
-from bench.features import (
+from bench.core import features as feats
+from bench.core.data import Answer, SquadExample
+from bench.core.features import (
     FeatureParams,
     Features,
     batch_arrays,
@@ -32,7 +32,7 @@ TRAIN_FILE = "train-v2.0.first10.json.gz"
 # --------------------------------------------------------------------------- helpers
 
 def read_examples(path) -> list[SquadExample]:
-    """SquadExamples straight from a SQuAD JSON file (independent of bench.data's loader)."""
+    """SquadExamples straight from a SQuAD JSON file (independent of bench.core.data's loader)."""
     with gzip.open(path, "rt", encoding="utf-8") as f:
         data = json.load(f)
     examples = []
@@ -498,7 +498,7 @@ def test_damaged_cache_is_rebuilt_with_a_warning(few_examples, bert_tokenizer, s
     (path,) = tmp_path.glob("*.npz")
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="bench.features"):
+    with caplog.at_level(logging.WARNING, logger="bench.core.features"):
         rebuilt = cached(few_examples, bert_tokenizer, small_params, tmp_path)
     assert "damaged" in caplog.text and len(count_builds) == 2
     assert_same(good, rebuilt)
@@ -508,7 +508,7 @@ def test_damaged_cache_is_rebuilt_with_a_warning(few_examples, bert_tokenizer, s
     damaged = bytearray(data)
     damaged[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(damaged))
-    with caplog.at_level(logging.WARNING, logger="bench.features"):
+    with caplog.at_level(logging.WARNING, logger="bench.core.features"):
         cached(few_examples, bert_tokenizer, small_params, tmp_path)
     assert "damaged" in caplog.text and len(count_builds) == 3
 
@@ -520,7 +520,7 @@ def test_cache_with_another_key_is_rebuilt(few_examples, bert_tokenizer, small_p
     key = features_cache_key(few_examples, bert_tokenizer, small_params, is_training=True, data_sha256="d" * 64)
     target = features_cache_path(tmp_path, key, small_params, is_training=True)
     other.rename(target)                                       # right name, wrong contents
-    with caplog.at_level(logging.WARNING, logger="bench.features"):
+    with caplog.at_level(logging.WARNING, logger="bench.core.features"):
         f = cached(few_examples, bert_tokenizer, small_params, tmp_path)
     assert "built for other inputs (params differ)" in caplog.text and len(count_builds) == 2
     assert f.params == small_params
@@ -547,6 +547,6 @@ def test_cache_file_loads_without_pickle(few_examples, bert_tokenizer, small_par
 def test_core_module_imports_no_framework():
     import subprocess
     import sys
-    code = ("import sys, bench.features; "
+    code = ("import sys, bench.core.features; "
             "bad = [m for m in ('torch', 'mxnet', 'transformers') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

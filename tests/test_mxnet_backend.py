@@ -1,4 +1,4 @@
-"""bench.mxnet_backend against the torch backend, on tiny random HF models and real SQuAD text.
+"""bench.backends.mxnet against the torch backend, on tiny random HF models and real SQuAD text.
 
 Needs the MXNet extra (``bash scripts/install_mxnet.sh``: numpy 1.26, mxnet 1.9.1,
 gluonnlp 0.10.0) next to torch. Without it the module is skipped, unless
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.mxnet_backend import compat
+from bench.backends.mxnet import compat
 
 try:
     mx, nlp = compat.import_mxnet()
@@ -24,14 +24,14 @@ except compat.MXNetUnavailable as exc:
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from bench.data import load_squad  # noqa: E402
-from bench.features import FeatureParams, batch_arrays, build_features  # noqa: E402
-from bench.mxnet_backend.convert import (ConversionError, base_model_state, encoder_config_from_hf,  # noqa: E402
+from bench.core.data import load_squad  # noqa: E402
+from bench.core.features import FeatureParams, batch_arrays, build_features  # noqa: E402
+from bench.backends.mxnet.convert import (ConversionError, base_model_state, encoder_config_from_hf,  # noqa: E402
                                          load_hf_encoder, read_hf_config)
-from bench.mxnet_backend.heads import (batch_to_nd, build_qa_model, load_torch_state,  # noqa: E402
+from bench.backends.mxnet.heads import (batch_to_nd, build_qa_model, load_torch_state,  # noqa: E402
                                        torch_state_from_gluon)
-from bench.pipeline import plan_epoch  # noqa: E402
-from bench.torch_backend import modeling as torch_modeling  # noqa: E402
+from bench.run.pipeline import plan_epoch  # noqa: E402
+from bench.backends.torch import modeling as torch_modeling  # noqa: E402
 from tests.tiny_models import encode_qa_batch, make_tiny_model_dir, tiny_config  # noqa: E402
 
 CONVERTED_FAMILIES = ("bert", "roberta", "electra", "albert", "distilbert", "mobilebert")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.mxnet_backend import compat
+from bench.backends.mxnet import compat
 
 try:
     mx, _ = compat.import_mxnet()
@@ -34,16 +34,16 @@ torch = pytest.importorskip("torch")
 
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from bench.config import config_from_args  # noqa: E402
-from bench.mxnet_backend import run as mxnet_run  # noqa: E402
-from bench.mxnet_backend import runner  # noqa: E402
-from bench.mxnet_backend.convert import encoder_config_from_hf, read_hf_config  # noqa: E402
-from bench.mxnet_backend.heads import build_qa_model, load_torch_state, torch_state_from_gluon  # noqa: E402
-from bench.mxnet_backend.optim import (TorchAdamW, clip_coefficient, global_grad_norm,  # noqa: E402
+from bench.core.flags import config_from_args  # noqa: E402
+from bench.backends.mxnet import run as mxnet_run  # noqa: E402
+from bench.backends.mxnet import runner  # noqa: E402
+from bench.backends.mxnet.convert import encoder_config_from_hf, read_hf_config  # noqa: E402
+from bench.backends.mxnet.heads import build_qa_model, load_torch_state, torch_state_from_gluon  # noqa: E402
+from bench.backends.mxnet.optim import (TorchAdamW, clip_coefficient, global_grad_norm,  # noqa: E402
                                        parameter_rules)
-from bench.report import build_report, collect_runs  # noqa: E402
-from bench.results import load_results  # noqa: E402
-from bench.run_squad import main as run_squad  # noqa: E402
+from bench.apps.report import build_report, collect_runs  # noqa: E402
+from bench.core.results import load_results  # noqa: E402
+from bench.apps.run import main as run_squad  # noqa: E402
 from tests.squad_samples import write_sample  # noqa: E402
 from tests.test_run_squad import FAMILY_MODEL_NAMES, OUTPUT_FILES, base_args  # noqa: E402
 from tests.tiny_models import TINY_FAMILIES, make_tiny_model_dir  # noqa: E402
@@ -109,7 +109,7 @@ def test_every_family_trains_and_evaluates(family, model_dirs, sample_files, tmp
 
 
 def _torch_qa_state(folder: Path, head: str) -> dict:
-    from bench.torch_backend import modeling
+    from bench.backends.torch import modeling
 
     model = modeling.build_qa_model(modeling.resolve_model_source("unused", str(folder)), head=head)
     return model.state_dict()
@@ -192,8 +192,8 @@ def _cross_evaluate(runs: dict, head: str, folder: Path, data: Path, tmp_path: P
 
 
 def test_optimizer_rules_match_the_torch_backend(model_dirs):
-    """Layer multipliers, no-decay and frozen sets, per torch name, equal bench.torch_backend.optim's."""
-    from bench.torch_backend import optim as torch_optim
+    """Layer multipliers, no-decay and frozen sets, per torch name, equal bench.backends.torch.optim's."""
+    from bench.backends.torch import optim as torch_optim
 
     for family in TINY_FAMILIES:
         torch_model = _torch_model(model_dirs[family])
@@ -210,7 +210,7 @@ def test_optimizer_rules_match_the_torch_backend(model_dirs):
 
 
 def _torch_model(folder: Path):
-    from bench.torch_backend import modeling
+    from bench.backends.torch import modeling
 
     return modeling.build_qa_model(modeling.resolve_model_source("unused", str(folder)))
 

@@ -1,4 +1,4 @@
-"""bench.postprocess: the vectorized path against the plain loop on the full dev-v2.0 set, plus hand-made cases.
+"""bench.core.postprocess: the vectorized path against the plain loop on the full dev-v2.0 set, plus hand-made cases.
 
 The vectorized path returns its n-best lists as an ``NBest`` (columns); every comparison with the
 reference loop materialises them (``to_dict``) and compares the plain dicts.
@@ -13,10 +13,10 @@ import re
 import numpy as np
 import pytest
 
-import bench.postprocess as postprocess_module
-from bench.data import Answer, SquadDataset, SquadExample, load_squad
-from bench.features import FeatureParams, Features, build_features
-from bench.postprocess import (NO_SPAN_NA_PROB, NBest, PairGrid, SpanCandidates, candidates_from_logits,
+import bench.core.postprocess as postprocess_module
+from bench.core.data import Answer, SquadDataset, SquadExample, load_squad
+from bench.core.features import FeatureParams, Features, build_features
+from bench.core.postprocess import (NO_SPAN_NA_PROB, NBest, PairGrid, SpanCandidates, candidates_from_logits,
                                candidates_from_topk, null_scores_from_logits, postprocess, write_predictions)
 from tests.reference_postprocess import reference_postprocess, reference_postprocess_candidates
 

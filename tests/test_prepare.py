@@ -1,4 +1,4 @@
-"""bench.prepare: fetching and verifying the SQuAD files, offline, with a fake ``urlopen``."""
+"""bench.core.squad_files: fetching and verifying the SQuAD files, offline, with a fake ``urlopen``."""
 from __future__ import annotations
 
 import gzip
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import prepare
-from bench.prepare import PrepareError, find_squad_file, main, prepare_squad
+from bench.core import squad_files as prepare
+from bench.apps.prepare import main
+from bench.core.squad_files import PrepareError, find_squad_file, prepare_squad
 
 FAKE = {"train-v2.0.json": b'{"version": "v2.0", "data": ["train"]}' * 500,
         "dev-v2.0.json": b'{"version": "v2.0", "data": ["dev"]}' * 300}
@@ -121,7 +122,7 @@ def test_broken_transfer_leaves_no_partial_file(tmp_path):
 def test_files_already_present_are_skipped(tmp_path, caplog):
     for name, data in FAKE.items():
         (tmp_path / name).write_bytes(data)
-    with caplog.at_level(logging.INFO, logger="bench.prepare"):
+    with caplog.at_level(logging.INFO, logger="bench.core.squad_files"):
         paths = prepare_squad("v2.0", tmp_path, urlopen=no_network)
     assert paths["dev"] == tmp_path / "dev-v2.0.json"
     messages = [record.getMessage() for record in caplog.records]
@@ -132,7 +133,7 @@ def test_file_present_with_wrong_sha_is_fetched_again(tmp_path, caplog):
     (tmp_path / "dev-v2.0.json").write_bytes(b"an old, different copy")
     (tmp_path / "train-v2.0.json").write_bytes(FAKE["train-v2.0.json"])
     server = FakeServer()
-    with caplog.at_level(logging.INFO, logger="bench.prepare"):
+    with caplog.at_level(logging.INFO, logger="bench.core.squad_files"):
         prepare_squad("2.0", tmp_path, urlopen=server)
     assert [url for url, _ in server.calls] == [prepare.SQUAD_URL + "dev-v2.0.json"]
     assert (tmp_path / "dev-v2.0.json").read_bytes() == FAKE["dev-v2.0.json"]

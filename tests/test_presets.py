@@ -1,4 +1,4 @@
-"""The recipes (bench.presets) and the scripts rendered from them (bench.gen_commands).
+"""The recipes (bench.core.presets) and the scripts rendered from them (bench.apps.gen_commands).
 
 The expected recipe values are typed in from GluonNLP's published
 generate_commands.py / commands/*.sh, not read back from the module under test.
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import gen_commands
-from bench.config import ConfigError, build_run_parser, config_from_dict
-from bench.models import UnknownModelError
-from bench.presets import (PRESETS, Preset, UnknownPresetError, get_preset, global_batch, preset_run_flags,
+from bench.apps import gen_commands
+from bench.core.flags import ConfigError, build_run_parser, config_from_dict
+from bench.core.models import UnknownModelError
+from bench.core.presets import (PRESETS, Preset, UnknownPresetError, get_preset, global_batch, preset_run_flags,
                            validate_preset)
-from bench.references import load_references, select_references
+from bench.core.references import load_references, select_references
 
 REPO = Path(__file__).resolve().parent.parent
 GLUONNLP_PRESETS = {"albert_base", "albert_large", "albert_xlarge", "albert_xxlarge", "electra_small",
@@ -139,7 +139,7 @@ def test_check_lists_stale_missing_and_leftover_scripts(tmp_path, capsys):
     edited.write_text(edited.read_text().replace("--lr 0.0001", "--lr 0.001"))
     (tmp_path / "run_squad2_albert_base.sh").unlink()
     leftover = tmp_path / "run_squad2_gone.sh"
-    leftover.write_text(gen_commands.GENERATED_MARK + " from bench/presets.py\n")
+    leftover.write_text(gen_commands.GENERATED_MARK + " from bench/core/presets.py\n")
     capsys.readouterr()
     assert gen_commands.main(["--out", str(tmp_path), "--check"]) == 1
     err = capsys.readouterr().err
@@ -237,6 +237,6 @@ def test_bad_script_arguments_fail_clearly(args, env, message, tmp_path):
 
 def test_the_demo_recipe_validates_and_trains_only_the_encoder():
     """The demo's flags are a valid run configuration; its embeddings are frozen (--untunable_depth 0)."""
-    from bench.demo import DEMO_FLAGS
+    from bench.apps.demo import DEMO_FLAGS
     config = config_from_dict({**DEMO_FLAGS, "do_train": True, "do_eval": True, "model_path": "unused"})
     assert config.untunable_depth == 0 and config.epochs == 1.5 and config.dtype == "float32"

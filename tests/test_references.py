@@ -1,4 +1,4 @@
-"""The published numbers in reference_results/*.csv and their loader (bench.references).
+"""The published numbers in reference_results/*.csv and their loader (bench.core.references).
 
 Spot values are typed in from the GluonNLP README (whose tables read F1/EM) and
 the cited papers, so a swapped column or a slipped digit fails here.
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.models import MODELS
-from bench.references import (COLUMNS, DEFAULT_REFERENCE_DIR, EXTRA_MODELS, SOURCES, ReferenceError,
+from bench.core.models import MODELS
+from bench.core.references import (COLUMNS, DEFAULT_REFERENCE_DIR, EXTRA_MODELS, SOURCES, ReferenceError,
                               find_reference, load_references, model_label, original_reference,
                               select_references)
 

@@ -1,4 +1,4 @@
-"""The comparison report (bench.report) from the hand-written runs in tests/fixtures/runs/.
+"""The comparison report (bench.apps.report) from the hand-written runs in tests/fixtures/runs/.
 
 Fixtures: ELECTRA small on v2.0 with seeds 1-3; BERT base (uncased) on v2.0 on
 torch and on mxnet; ALBERT base on v1.1; a truncated results.json ("broken")
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import report
-from bench.references import load_references
+from bench.apps import report
+from bench.core.references import load_references
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_RUNS = REPO / "tests" / "fixtures" / "runs"
@@ -273,6 +273,6 @@ def test_committed_reports_are_what_report_generates_without_runs(tmp_path):
 
 
 def test_the_report_modules_never_import_a_framework():
-    code = ("import sys, bench.report, bench.gen_commands, bench.presets, bench.references; "
+    code = ("import sys, bench.apps.report, bench.apps.gen_commands, bench.core.presets, bench.core.references; "
             "sys.exit(bool({'torch', 'mxnet'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from bench.results import load_results
-from bench.run_squad import main as run_squad
+from bench.core.results import load_results
+from bench.apps.run import main as run_squad
 from tests.squad_samples import write_sample
 from tests.tiny_models import TINY_FAMILIES, make_tiny_model_dir
 
@@ -100,8 +100,8 @@ def test_tiny_model_learns_the_questions_it_trained_on(head, version, model_dirs
 
 
 def test_interrupted_run_resumes_to_the_same_parameters(model_dirs, sample_files, tmp_path):
-    from bench.config import config_from_args
-    from bench.torch_backend import run
+    from bench.core.flags import config_from_args
+    from bench.backends.torch import run
 
     common = dict(num_train_steps=6, save_interval=2, max_saved_ckpt=2)
     straight = tmp_path / "straight"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench import speed
-from bench.torch_backend.modeling import (CPU_TRAINING_ATTENTION, FastDropout, build_qa_model, fast_dropout,
+from bench.apps import speed
+from bench.backends.torch.modeling import (CPU_TRAINING_ATTENTION, FastDropout, build_qa_model, fast_dropout,
                                           load_tokenizer, resolve_model_source)
 from tests.tiny_models import encode_qa_batch, make_tiny_model_dir
 
@@ -214,10 +214,10 @@ def test_cpu_training_attention_matches_sdpa_without_dropout(family, minilm_dir,
 
 def test_predict_windows_accepts_batches_wider_than_every_window(bert_tokenizer, minilm_dir, tmp_path, squad_dir):
     """round_to may pad a batch past the longest window: those columns are dropped, results unchanged."""
-    from bench.data import load_squad
-    from bench.features import FeatureParams, build_features
-    from bench.pipeline import subset
-    from bench.torch_backend.inference import predict_windows
+    from bench.core.data import load_squad
+    from bench.core.features import FeatureParams, build_features
+    from bench.run.pipeline import subset
+    from bench.backends.torch.inference import predict_windows
 
     model_dir = make_tiny_model_dir("bert", tmp_path / "bert")
     model = build_qa_model(resolve_model_source("bert", str(model_dir)), head="basic").eval()

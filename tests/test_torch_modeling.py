@@ -1,4 +1,4 @@
-"""bench.torch_backend.modeling on tiny random models of all six families, offline."""
+"""bench.backends.torch.modeling on tiny random models of all six families, offline."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from bench.torch_backend.modeling import (MASKED_LOGIT, ModelSourceError, QAModel, build_qa_model,  # noqa: E402
+from bench.backends.torch.modeling import (MASKED_LOGIT, ModelSourceError, QAModel, build_qa_model,  # noqa: E402
                                           inference_model, load_tokenizer, quantize_dynamic_int8,
                                           resolve_model_source)
 from tests.tiny_models import TINY_FAMILIES, encode_qa_batch, tiny_model_dirs  # noqa: E402

@@ -1,4 +1,4 @@
-"""bench.torch_backend.optim: layer-wise LR decay, freezing, weight-decay groups, schedule."""
+"""bench.backends.torch.optim: layer-wise LR decay, freezing, weight-decay groups, schedule."""
 from __future__ import annotations
 
 import logging
@@ -9,11 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from bench.config import config_from_dict  # noqa: E402
-from bench.torch_backend.modeling import build_qa_model, resolve_model_source  # noqa: E402
-from bench.torch_backend.optim import (build_optimizer, build_param_groups, build_scheduler,  # noqa: E402
+from bench.core.flags import config_from_dict  # noqa: E402
+from bench.backends.torch.modeling import build_qa_model, resolve_model_source  # noqa: E402
+from bench.backends.torch.optim import (build_optimizer, build_param_groups, build_scheduler,  # noqa: E402
                                        lr_multipliers)
-from bench.training_rules import linear_schedule, warmup_updates  # noqa: E402
+from bench.run.training_rules import linear_schedule, warmup_updates  # noqa: E402
 from tests.tiny_models import TINY_FAMILIES, tiny_model_dirs  # noqa: E402
 
 D = 0.8

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bench.assets import MINILM_INSTALL_HINT, minilm_model_dir
+from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir
 
 __all__ = ["TINY_FAMILIES", "make_tiny_model_dir", "tiny_model_dirs", "tiny_config", "encode_qa_batch"]
 

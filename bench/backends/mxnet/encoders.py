@@ -1,0 +1,182 @@
+"""Gluon encoders equal, operation for operation, to the Hugging Face BERT-family encoders.
+
+What is reused from GluonNLP 0.10 and what is not:
+
+* The transformer layer is GluonNLP's ``BERTEncoderCell``: fused-QKV self-attention
+  (scores scaled by 1/sqrt(head size), padded keys excluded through the softmax
+  ``length``) -> output Dense -> dropout -> residual -> LayerNorm -> position-wise FFN
+  (Dense -> activation -> Dense -> dropout -> residual -> LayerNorm). That is
+  HF's ``BertLayer`` exactly, given the right activation: GluonNLP's ``'gelu'`` is
+  MXNet's ``LeakyReLU(act_type='gelu')``, measured equal to the erf GELU (HF
+  ``"gelu"``) to 7e-7; ``'approx_gelu'`` is the tanh form (HF ``"gelu_new"``, used by
+  ALBERT). The LayerNorm epsilon is passed through from the HF config (1e-12 for
+  BERT/ELECTRA/ALBERT, 1e-5 for RoBERTa).
+* The embeddings are written here (``Embeddings``), because GluonNLP's
+  ``BERTEncoder`` differs from HF in three ways: it applies dropout *before* the
+  embedding LayerNorm (HF: after), it always numbers positions from 0 (RoBERTa
+  numbers them from ``padding_idx + 1``), and it has no factorised embedding
+  (ELECTRA-small and ALBERT embed in a smaller size, LayerNorm there, then project up).
+* ``TransformerStack`` runs the cells in HF's (batch, length, units) layout and, for
+  ALBERT, reuses each layer group's single cell across the depth, as HF shares weights.
+
+Attention uses only a valid length per window, so inputs must be right-padded (as
+``bench.core.features.batch_arrays`` pads them); outputs at padded positions are finite
+but meaningless, as in HF.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from bench.backends.mxnet.compat import import_mxnet
+
+mx, nlp = import_mxnet()
+from mxnet.gluon import HybridBlock, nn  # noqa: E402  (mxnet must be imported through compat first)
+from gluonnlp.model.bert import BERTEncoderCell  # noqa: E402
+
+__all__ = ["EncoderConfig", "Embeddings", "TransformerStack", "GluonEncoder", "ACTIVATIONS"]
+
+# Gluon activation names for HF's ``hidden_act``. HF "gelu" is the exact (erf) GELU; "gelu_new",
+# "gelu_pytorch_tanh" and "gelu_fast" are all the tanh approximation, GluonNLP's 'approx_gelu'.
+ACTIVATIONS = {"gelu": "gelu", "gelu_new": "approx_gelu", "gelu_pytorch_tanh": "approx_gelu",
+               "gelu_fast": "approx_gelu", "relu": "relu"}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The architecture of one BERT-family encoder, in framework-neutral terms (see ``convert``)."""
+    family: str                   # bench.core.models family: bert, roberta, electra, albert, distilbert
+    vocab_size: int
+    hidden_size: int
+    embedding_size: int           # == hidden_size unless embeddings are factorised (ELECTRA-small, ALBERT)
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    type_vocab_size: int          # 0: no token-type embedding (DistilBERT); 1: a single type (RoBERTa)
+    layer_norm_eps: float
+    activation: str               # a Gluon name, a value of ACTIVATIONS
+    hidden_dropout: float
+    attention_dropout: float
+    position_offset: int = 0      # first position id: RoBERTa's padding_idx + 1, else 0
+    num_layer_groups: int = 0     # ALBERT: layers share the weights of this many groups; 0: no sharing
+    # MobileBERT only (bench.backends.mxnet.mobilebert); HF config names.
+    true_hidden_size: int = 0
+    intra_bottleneck_size: int = 0
+    num_feedforward_networks: int = 1
+    trigram_input: bool = False
+    key_query_shared_bottleneck: bool = False
+    use_bottleneck_attention: bool = False
+
+    @property
+    def num_cells(self) -> int:
+        """Independently parameterised layers (ALBERT: its layer groups)."""
+        return self.num_layer_groups or self.num_layers
+
+    def cell_of_layer(self, layer: int) -> int:
+        """Cell that computes ``layer``: HF ALBERT's group index int(layer / (layers / groups))."""
+        if not self.num_layer_groups:
+            return layer
+        return int(layer / (self.num_layers / self.num_layer_groups))
+
+    def replace_dropout(self, hidden: float, attention: float) -> "EncoderConfig":
+        return replace(self, hidden_dropout=hidden, attention_dropout=attention)
+
+
+class Embeddings(HybridBlock):
+    """word + position (+ token type) -> LayerNorm -> dropout (-> Dense projection to the hidden size).
+
+    HF's order (LayerNorm, then dropout) and position numbering (``position_offset``);
+    the projection exists when ``embedding_size != hidden_size`` (ELECTRA's
+    ``embeddings_project``, ALBERT's ``embedding_hidden_mapping_in``).
+    """
+
+    def __init__(self, config: EncoderConfig, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        self._offset = config.position_offset
+        # RoBERTa's single token type is added to every token, as HF does with its all-zero buffer.
+        self._type_mode = ("none" if config.type_vocab_size == 0 else
+                           "zeros" if config.type_vocab_size == 1 else "given")
+        size = config.embedding_size
+        with self.name_scope():
+            self.word_embeddings = nn.Embedding(config.vocab_size, size)
+            self.position_embeddings = nn.Embedding(config.max_position_embeddings, size)
+            if self._type_mode != "none":
+                self.token_type_embeddings = nn.Embedding(config.type_vocab_size, size)
+            self.layer_norm = nn.LayerNorm(epsilon=config.layer_norm_eps, in_channels=size)
+            self.dropout = nn.Dropout(config.hidden_dropout)
+            self.projection = (nn.Dense(config.hidden_size, flatten=False, in_units=size)
+                               if size != config.hidden_size else None)
+
+    def hybrid_forward(self, F, input_ids, token_types):  # pylint: disable=arguments-differ
+        """input_ids, token_types: (B, L) float32 -> (B, L, hidden_size)."""
+        positions = F.contrib.arange_like(input_ids, axis=1) + self._offset
+        embedded = F.broadcast_add(self.word_embeddings(input_ids),
+                                   F.expand_dims(self.position_embeddings(positions), axis=0))
+        if self._type_mode == "given":
+            embedded = embedded + self.token_type_embeddings(token_types)
+        elif self._type_mode == "zeros":
+            embedded = embedded + self.token_type_embeddings(F.zeros_like(token_types))
+        else:
+            # No token types (DistilBERT): a zero term keeps token_types an input of the hybridized
+            # graph, so every family has one call signature and MXNet does not warn about an unused input.
+            embedded = F.broadcast_add(embedded, F.expand_dims(F.zeros_like(token_types), axis=-1))
+        embedded = self.dropout(self.layer_norm(embedded))
+        return self.projection(embedded) if self.projection is not None else embedded
+
+
+class TransformerStack(HybridBlock):
+    """``num_layers`` GluonNLP BERTEncoderCells over (B, L, H) inputs; ALBERT reuses its group cells."""
+
+    def __init__(self, config: EncoderConfig, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        self._cell_of_layer = [config.cell_of_layer(i) for i in range(config.num_layers)]
+        with self.name_scope():
+            self.cells = nn.HybridSequential()
+            for _ in range(config.num_cells):
+                self.cells.add(_make_cell(config))
+
+    def hybrid_forward(self, F, hidden, valid_length):  # pylint: disable=arguments-differ
+        """hidden (B, L, H), valid_length (B,) float32 -> (B, L, H)."""
+        hidden = F.transpose(hidden, axes=(1, 0, 2))            # the cells work on (L, B, H)
+        steps = F.contrib.arange_like(hidden, axis=0)
+        # Per (window, query position): the number of keys it may attend to.
+        attention_length = F.cast(F.broadcast_add(F.reshape(valid_length, shape=(-1, 1)),
+                                                  F.reshape(F.zeros_like(steps), shape=(1, -1))), dtype="int32")
+        for cell_index in self._cell_of_layer:
+            hidden, _ = self.cells[cell_index](hidden, attention_length)
+        return F.transpose(hidden, axes=(1, 0, 2))
+
+
+def _make_cell(config: EncoderConfig) -> HybridBlock:
+    cell = BERTEncoderCell(units=config.hidden_size, hidden_size=config.intermediate_size,
+                           num_heads=config.num_heads, dropout=config.hidden_dropout,
+                           activation=config.activation, layer_norm_eps=config.layer_norm_eps)
+    if config.attention_dropout != config.hidden_dropout:
+        # BERTEncoderCell has one rate for both; HF configs have two (attention_probs_dropout_prob).
+        cell.attention_cell.dropout_layer = nn.Dropout(config.attention_dropout)
+    return cell
+
+
+class GluonEncoder(HybridBlock):
+    """Embeddings + transformer stack: ``(input_ids, token_types, valid_length) -> last hidden states``."""
+
+    def __init__(self, config: EncoderConfig, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        self.config = config
+        with self.name_scope():
+            self.embeddings = Embeddings(config)
+            self.encoder = TransformerStack(config)
+
+    def hybrid_forward(self, F, input_ids, token_types, valid_length):  # pylint: disable=arguments-differ
+        """(B, L), (B, L), (B,) float32 -> (B, L, hidden_size)."""
+        return self.encoder(self.embeddings(input_ids, token_types), valid_length)
+
+    def finish_initialization(self, ctx) -> None:
+        """Give every parameter its shape and memory now: one forward pass over a single token.
+
+        Why: GluonNLP's cells create Dense layers without ``in_units``, whose initialisation is
+        deferred to the first forward; until then their values can be neither read nor written
+        (weight conversion, checkpoints and the optimizer all need them).
+        """
+        one = mx.nd.zeros((1, 1), ctx=ctx)
+        self(one, one, mx.nd.ones((1,), ctx=ctx))

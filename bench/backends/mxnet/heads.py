@@ -1,0 +1,301 @@
+"""The two QA heads in Gluon, parameter for parameter those of ``bench.backends.torch.modeling``.
+
+Child blocks carry the torch modules' names (``start_scores``, ``end_hidden``, ...), so a
+Gluon structural parameter name equals the torch ``state_dict`` key except for LayerNorm's
+``gamma``/``beta`` (torch: ``weight``/``bias``); ``torch_to_gluon_name`` /
+``gluon_to_torch_name`` convert, and ``load_torch_state`` fills a whole ``GluonQAModel``
+from a torch ``QAModel`` state (numpy arrays). The maths, including the masking constant,
+the float32 log-softmaxes and the inference scores, follow the torch docstrings:
+
+``basic``        Dropout -> Dense(2); loss = -(log p_start + log p_end) / 2, CLS (0) labels no answer.
+``conditional``  log p(start) = Dense(1); log p(end | start) = Dense(1)(LayerNorm(tanh(Dense(H) over
+                 [h_t; h_start]))); log p(answerable) from Dense(2)(Dropout(tanh(Dense(H) over
+                 [sum_t p(start=t) h_t; h_CLS]))); loss = -(log p_start + log p_end|start) / 2
+                 - log p(is_impossible) / 2.
+
+Training code calls the model (``GluonQAModel.hybrid_forward``: per-window loss, hybridizable);
+evaluation calls ``predict`` (imperative, top-k).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from bench.backends.mxnet.compat import import_mxnet
+from bench.backends.mxnet.convert import (ConversionError, assign_params, base_model_state, convert_state,
+                                         hf_name_map, make_encoder, structural_params)
+from bench.backends.mxnet.encoders import EncoderConfig
+
+mx, _ = import_mxnet()
+from mxnet.gluon import HybridBlock, nn  # noqa: E402
+
+__all__ = ["MASKED_LOGIT", "HEADS", "BasicHead", "ConditionalHead", "GluonQAModel", "masked_log_softmax",
+           "build_qa_model", "batch_to_nd", "torch_to_gluon_name", "gluon_to_torch_name", "load_torch_state",
+           "torch_names", "torch_state_from_gluon"]
+
+HEADS = ("conditional", "basic")
+MASKED_LOGIT = -1e30            # bench.backends.torch.modeling.MASKED_LOGIT: finite, far below any log-prob
+
+
+def masked_log_softmax(F, scores, mask):
+    """log-softmax over the last axis where ``mask`` (same shape, 1/0) is 1; elsewhere MASKED_LOGIT - lse."""
+    return F.log_softmax(F.where(mask, scores, F.ones_like(scores) * MASKED_LOGIT), axis=-1)
+
+
+def _normal(std: float):
+    return mx.init.Normal(std)
+
+
+def _dense(units: int, in_units: int, std: float) -> nn.Dense:
+    # torch's _init_linear: weights ~ N(0, std), zero bias.
+    return nn.Dense(units, flatten=False, in_units=in_units, weight_initializer=_normal(std))
+
+
+def _gather_positions(F, values, positions):
+    """values (B, L, H) at positions (B, K) -> (B, K, H)."""
+    batch = F.broadcast_like(F.expand_dims(F.contrib.arange_like(positions, axis=0), axis=1), positions)
+    return F.gather_nd(values, F.stack(batch, positions, axis=0))
+
+
+class BasicHead(HybridBlock):
+    """Independent start and end scores (BERT's SQuAD head)."""
+
+    def __init__(self, hidden_size: int, dropout: float, init_std: float, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        with self.name_scope():
+            self.dropout = nn.Dropout(dropout)
+            self.span_scores = _dense(2, hidden_size, init_std)
+
+    def scores(self, F, hidden):
+        """(B, L, 2) raw start/end scores."""
+        return self.span_scores(self.dropout(hidden))
+
+    def hybrid_forward(self, F, hidden, candidate_mask, starts, ends, is_impossible):  # pylint: disable=arguments-differ
+        """Per-window loss (B,)."""
+        scores = self.scores(F, hidden)
+        start_lp = masked_log_softmax(F, F.slice_axis(scores, axis=-1, begin=0, end=1).squeeze(axis=-1),
+                                      candidate_mask)
+        end_lp = masked_log_softmax(F, F.slice_axis(scores, axis=-1, begin=1, end=2).squeeze(axis=-1),
+                                    candidate_mask)
+        return -0.5 * (F.pick(start_lp, starts, axis=-1) + F.pick(end_lp, ends, axis=-1))
+
+    def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int) -> dict:
+        # Raw scores (not log-softmax), as BERT's post-processing expects: null = start[0] + end[0].
+        F = mx.nd
+        scores = self.scores(F, hidden)
+        mask = F.broadcast_like(F.expand_dims(candidate_mask, axis=-1), scores)
+        scores = F.where(mask, scores, F.ones_like(scores) * MASKED_LOGIT)
+        return {"start_logits": scores[:, :, 0], "end_logits": scores[:, :, 1]}
+
+
+class SplitDense(HybridBlock):
+    """Dense(H) over concat[h_t; h_s], computed as W_t h_t + b and W_s h_s apart (same parameters as
+    torch's ``end_hidden`` Linear(2H, H)): the (B, K, L, 2H) concatenation is never built."""
+
+    def __init__(self, hidden_size: int, init_std: float, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        self._size = hidden_size
+        with self.name_scope():
+            self.weight = self.params.get("weight", shape=(hidden_size, 2 * hidden_size), init=_normal(init_std))
+            self.bias = self.params.get("bias", shape=(hidden_size,), init="zeros")
+
+    def hybrid_forward(self, F, tokens, starts, weight, bias):  # pylint: disable=arguments-differ
+        """tokens (B, L, H), starts (B, K, H) -> token part (B, L, H), start part (B, K, H)."""
+        token_part = F.FullyConnected(tokens, F.slice_axis(weight, axis=1, begin=0, end=self._size), bias,
+                                      num_hidden=self._size, flatten=False)
+        start_part = F.FullyConnected(starts, F.slice_axis(weight, axis=1, begin=self._size, end=None),
+                                      num_hidden=self._size, no_bias=True, flatten=False)
+        return token_part, start_part
+
+
+class ConditionalHead(HybridBlock):
+    """Start, end-given-start and answerability (GluonNLP ModelForQAConditionalV1)."""
+
+    def __init__(self, hidden_size: int, dropout: float, init_std: float, layer_norm_eps: float,
+                 prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        with self.name_scope():
+            self.start_scores = _dense(1, hidden_size, init_std)
+            self.end_hidden = SplitDense(hidden_size, init_std)
+            self.end_layer_norm = nn.LayerNorm(epsilon=layer_norm_eps, in_channels=hidden_size)
+            self.end_scores = _dense(1, hidden_size, init_std)
+            self.answerable_hidden = _dense(hidden_size, 2 * hidden_size, init_std)
+            self.answerable_dropout = nn.Dropout(dropout)
+            self.answerable_scores = _dense(2, hidden_size, init_std)   # class 0: answerable, 1: not
+
+    def start_log_probs(self, F, hidden, candidate_mask):
+        """(B, L) log p(start)."""
+        return masked_log_softmax(F, self.start_scores(hidden).squeeze(axis=-1), candidate_mask)
+
+    def end_log_probs(self, F, hidden, starts, candidate_mask):
+        """(B, K, L) log p(end | start) for each of the K ``starts`` (B, K)."""
+        token_part, start_part = self.end_hidden(hidden, _gather_positions(F, hidden, starts))
+        features = F.tanh(F.broadcast_add(F.expand_dims(token_part, axis=1), F.expand_dims(start_part, axis=2)))
+        scores = self.end_scores(self.end_layer_norm(features)).squeeze(axis=-1)
+        mask = F.broadcast_like(F.expand_dims(candidate_mask, axis=1), scores)
+        return masked_log_softmax(F, scores, mask)
+
+    def answerable_log_probs(self, F, hidden, start_lp):
+        """(B, 2) log p(answerable), log p(unanswerable)."""
+        expected_start = F.batch_dot(F.expand_dims(F.exp(start_lp), axis=1), hidden).squeeze(axis=1)
+        cls = F.slice_axis(hidden, axis=1, begin=0, end=1).squeeze(axis=1)
+        features = F.tanh(self.answerable_hidden(F.concat(expected_start, cls, dim=-1)))
+        return F.log_softmax(self.answerable_scores(self.answerable_dropout(features)), axis=-1)
+
+    def hybrid_forward(self, F, hidden, candidate_mask, starts, ends, is_impossible):  # pylint: disable=arguments-differ
+        """Per-window loss (B,), teacher-forcing the true start."""
+        start_lp = self.start_log_probs(F, hidden, candidate_mask)
+        end_lp = self.end_log_probs(F, hidden, F.expand_dims(starts, axis=1), candidate_mask).squeeze(axis=1)
+        answerable_lp = self.answerable_log_probs(F, hidden, start_lp)
+        picked = F.pick(start_lp, starts, axis=-1) + F.pick(end_lp, ends, axis=-1)
+        return -0.5 * picked - 0.5 * F.pick(answerable_lp, is_impossible, axis=-1)
+
+    def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int) -> dict:
+        F = mx.nd
+        start_lp = self.start_log_probs(F, hidden, candidate_mask)
+        start_top_logit, start_top_index = _topk_padded(start_lp, start_top_n)
+        end_lp = self.end_log_probs(F, hidden, start_top_index, candidate_mask)
+        end_top_lp, end_top_index = _topk_padded(end_lp, end_top_n)
+        answerable_lp = self.answerable_log_probs(F, hidden, start_lp)
+        return {"start_top_index": start_top_index, "start_top_logit": start_top_logit,
+                "end_top_index": end_top_index,
+                # + log p(answerable): start + end logit = log P(answer is this span).
+                "end_top_logit": F.broadcast_add(end_top_lp, answerable_lp[:, 0].reshape((-1, 1, 1))),
+                "null_score": answerable_lp[:, 1]}
+
+
+def _topk_padded(values, k: int):
+    """Top-k along the last axis, always k columns: short rows are padded with (MASKED_LOGIT, index 0)."""
+    available = min(k, values.shape[-1])
+    top_values, top_index = mx.nd.topk(values, axis=-1, k=available, ret_typ="both", is_ascend=False)
+    if available < k:
+        pad_shape = values.shape[:-1] + (k - available,)
+        top_values = mx.nd.concat(top_values, mx.nd.full(pad_shape, MASKED_LOGIT, ctx=values.context), dim=-1)
+        top_index = mx.nd.concat(top_index, mx.nd.zeros(pad_shape, ctx=values.context), dim=-1)
+    return top_values, top_index
+
+
+class GluonQAModel(HybridBlock):
+    """A Gluon encoder (``backbone``) with a span-extraction head (``head``); mirrors torch's QAModel.
+
+    Calling it (training) returns the per-window loss (B,); ``predict`` returns the head's
+    inference scores as numpy arrays, in the torch backend's format.
+    """
+
+    def __init__(self, config: EncoderConfig, head: str = "conditional", dropout: float = 0.1,
+                 init_std: float = 0.02, prefix=None, params=None):
+        super().__init__(prefix=prefix, params=params)
+        if head not in HEADS:
+            raise ValueError(f"unknown --head {head!r}; choose one of {', '.join(HEADS)}")
+        self.config = config
+        self.head_type = head
+        with self.name_scope():
+            self.backbone = make_encoder(config)
+            if head == "basic":
+                self.head = BasicHead(config.hidden_size, dropout, init_std)
+            else:
+                self.head = ConditionalHead(config.hidden_size, dropout, init_std, config.layer_norm_eps)
+
+    @property
+    def family(self) -> str:
+        return self.config.family
+
+    def hybrid_forward(self, F, input_ids, token_types, valid_length, candidate_mask, starts, ends,  # pylint: disable=arguments-differ
+                       is_impossible):
+        """Per-window loss (B,). Windows marked ``is_impossible`` are labelled with CLS (0)."""
+        hidden = self.backbone(input_ids, token_types, valid_length)
+        starts = F.where(is_impossible, F.zeros_like(starts), starts)
+        ends = F.where(is_impossible, F.zeros_like(ends), ends)
+        return self.head(hidden, candidate_mask, starts, ends, is_impossible)
+
+    def predict(self, inputs: dict, start_top_n: int = 5, end_top_n: int = 5) -> dict[str, np.ndarray]:
+        """Inference scores from ``batch_to_nd`` inputs, as numpy (float32; indices int64)."""
+        hidden = self.backbone(inputs["input_ids"], inputs["token_types"], inputs["valid_length"])
+        result = self.head.predict(hidden, inputs["candidate_mask"], start_top_n, end_top_n)
+        return {name: (value.asnumpy().astype(np.int64) if name.endswith("_index") else value.asnumpy())
+                for name, value in result.items()}
+
+
+# ---------------------------------------------------------------------------------------- inputs
+def batch_to_nd(arrays: dict, ctx=None) -> dict:
+    """``bench.core.features.batch_arrays`` output -> the model's float32 NDArray inputs (and labels, if present).
+
+    Attention needs only each window's valid length: batches are right-padded.
+    """
+    ctx = ctx or mx.cpu()
+    out = {"input_ids": arrays["input_ids"], "token_types": arrays["token_type_ids"],
+           "valid_length": arrays["attention_mask"].sum(axis=1), "candidate_mask": arrays["candidate_mask"]}
+    for name in ("start_positions", "end_positions", "is_impossible"):
+        if name in arrays:
+            out[name] = arrays[name]
+    return {name: mx.nd.array(np.asarray(value, dtype=np.float32), ctx=ctx) for name, value in out.items()}
+
+
+def build_qa_model(config: EncoderConfig, head: str = "conditional", dropout: float = 0.1, init_std: float = 0.02,
+                   ctx=None) -> GluonQAModel:
+    """A GluonQAModel with initialised (random) parameters; load weights with load_torch_state or
+    ``convert.assign_params``."""
+    ctx = ctx or mx.cpu()
+    model = GluonQAModel(config, head=head, dropout=dropout, init_std=init_std)
+    model.initialize(mx.init.Normal(init_std), ctx=ctx)
+    model.backbone.finish_initialization(ctx)     # the head's layers all have explicit input sizes
+    return model
+
+
+# ---------------------------------------------------------------------------------------- names
+def _swap_layer_norm_suffix(name: str, table: dict) -> str:
+    stem, _, leaf = name.rpartition(".")
+    return f"{stem}.{table[leaf]}" if leaf in table else name
+
+
+def torch_to_gluon_name(name: str, layer_norm_names: set[str]) -> str:
+    """Head parameter name, torch -> Gluon (LayerNorm weight/bias -> gamma/beta for ``layer_norm_names``)."""
+    stem = name.rpartition(".")[0]
+    return _swap_layer_norm_suffix(name, {"weight": "gamma", "bias": "beta"}) if stem in layer_norm_names else name
+
+
+def gluon_to_torch_name(name: str) -> str:
+    return _swap_layer_norm_suffix(name, {"gamma": "weight", "beta": "bias"})
+
+
+def _head_layer_norms(model: GluonQAModel) -> set[str]:
+    return {f"head.{name}" for name, child in model.head._children.items()  # pylint: disable=protected-access
+            if isinstance(child, nn.LayerNorm)}
+
+
+def load_torch_state(model: GluonQAModel, state: dict[str, np.ndarray], where: str = "torch state") -> None:
+    """Fill ``model`` from a torch ``QAModel.state_dict()`` given as numpy arrays (``backbone.*`` in HF
+    names + ``head.*``). Every parameter must be covered; the torch names must all be used."""
+    backbone = {name: value for name, value in state.items() if name.startswith("backbone.")}
+    head = {name: value for name, value in state.items() if name.startswith("head.")}
+    others = sorted(set(state) - set(backbone) - set(head))
+    if others:
+        raise ConversionError(f"{where}: unexpected tensors outside backbone.* and head.*: {others[:4]}")
+    hf_state = base_model_state(backbone, model.family)
+    unused = sorted(set(hf_state) - set(hf_name_map(model.config).values()))
+    if unused:
+        raise ConversionError(f"{where}: backbone tensors this {model.family} encoder has no place for: "
+                              f"{unused[:4]}")
+    values = {f"backbone.{name}": value for name, value in convert_state(model.config, hf_state, where).items()}
+    layer_norms = _head_layer_norms(model)
+    values.update({torch_to_gluon_name(name, layer_norms): np.asarray(value, np.float32)
+                   for name, value in head.items()})
+    assign_params(model, values, where=where)
+
+
+def torch_names(model: GluonQAModel) -> dict[str, str]:
+    """Gluon structural parameter name -> torch ``QAModel`` name (``backbone.`` + HF name, or ``head.*``)."""
+    to_hf = hf_name_map(model.config)
+    names = {}
+    for name in structural_params(model):
+        if name.startswith("backbone."):
+            names[name] = f"backbone.{to_hf[name[len('backbone.'):]]}"
+        else:
+            names[name] = gluon_to_torch_name(name)
+    return names
+
+
+def torch_state_from_gluon(model: GluonQAModel) -> dict[str, np.ndarray]:
+    """The model's parameters under torch ``QAModel`` names (the inverse of ``load_torch_state``), so a
+    Gluon checkpoint can be evaluated by the torch backend and vice versa."""
+    names = torch_names(model)
+    return {names[name]: param.data().asnumpy() for name, param in structural_params(model).items()}

@@ -1,0 +1,226 @@
+"""Framework-free pieces of a run that every backend shares.
+
+What to train on and in which order (``load_datasets``, ``plan_epoch``,
+``total_updates``), how features are parameterised for a tokenizer, and how the
+best checkpoint is chosen. Backends (``bench.backends.torch``, ``bench.backends.mxnet``)
+supply only the model, the forward/backward step and the communication.
+
+An *update* is ``num_accumulated`` micro-batches of ``batch_size`` windows on
+each of ``world_size`` processes: the global batch is
+``batch_size * num_accumulated * world_size``. Every epoch each process takes
+its shard of the pre-shuffled windows (``bench.run.distributed.epoch_shard``: the
+same permutation on all ranks, interleaved shards padded to equal size) and
+wraps it to a whole number of updates, so every update has exactly
+``num_accumulated`` micro-batches (Horovod counts backward passes; a short
+update would desynchronise it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.run.checkpoints import list_checkpoints
+from bench.core.data import SquadDataset, load_squad
+from bench.run.distributed import epoch_shard
+from bench.core.scoring import evaluate
+from bench.core.features import FeatureParams, Features
+from bench.core.postprocess import (candidates_from_logits, candidates_from_topk, null_scores_from_logits,
+                               postprocess, write_predictions)
+from bench.core.squad_files import find_squad_file
+from bench.run.record import split_metrics
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EpochPlan", "plan_epoch", "updates_per_epoch", "total_updates", "load_datasets", "subset",
+           "feature_params", "dataset_cache_key", "selection_score", "ROBERTA_STYLE_TYPES", "score_outputs",
+           "checkpoints_to_evaluate", "checkpoint_label", "BestCheckpoint", "evaluate_checkpoints"]
+
+ROBERTA_STYLE_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "bart")
+
+
+@dataclass
+class EpochPlan:
+    """The micro-batches (arrays of window indices) of one epoch on one process, grouped by update."""
+    updates: list[list[np.ndarray]]
+
+
+def plan_epoch(features: Features, order: np.ndarray, *, epoch: int, rank: int, world_size: int, seed: int,
+               batch_size: int, num_accumulated: int, length_grouping: bool = False,
+               max_windows: int | None = None) -> EpochPlan:
+    """Shard, optionally group by length, wrap to whole updates, and cut into micro-batches."""
+    shard = order[epoch_shard(len(order), rank, world_size, epoch, seed)]
+    if max_windows:
+        shard = shard[:max(1, max_windows // world_size)]
+    per_update = batch_size * num_accumulated
+    num_updates = math.ceil(len(shard) / per_update)
+    wrapped = np.resize(shard, num_updates * per_update)   # repeats the start of the shard
+    if length_grouping:
+        wrapped = _group_by_length(features.lengths, wrapped, batch_size,
+                                   np.random.default_rng((seed, epoch, rank)))
+    micro = wrapped.reshape(num_updates * num_accumulated, batch_size)
+    return EpochPlan([list(micro[u * num_accumulated:(u + 1) * num_accumulated]) for u in range(num_updates)])
+
+
+def _group_by_length(lengths: np.ndarray, indices: np.ndarray, batch_size: int, rng) -> np.ndarray:
+    # Sort inside chunks of 50 batches, then shuffle the batches: similar lengths share a batch
+    # (little padding) while the epoch order stays random.
+    chunk = batch_size * 50
+    pieces = [idx[np.argsort(lengths[idx], kind="stable")]
+              for idx in np.split(indices, range(chunk, len(indices), chunk))]
+    batches = np.concatenate(pieces).reshape(-1, batch_size)
+    return batches[rng.permutation(len(batches))].reshape(-1)
+
+
+def updates_per_epoch(num_windows: int, world_size: int, batch_size: int, num_accumulated: int,
+                      max_windows: int | None = None) -> int:
+    shard = math.ceil(num_windows / world_size)
+    if max_windows:
+        shard = min(shard, max(1, max_windows // world_size))
+    return math.ceil(shard / (batch_size * num_accumulated))
+
+
+def total_updates(config, num_windows: int, world_size: int) -> int:
+    """--num_train_steps, else epochs (fractional allowed, as in GluonNLP) x updates per epoch."""
+    if config.num_train_steps:
+        return int(config.num_train_steps)
+    per_epoch = updates_per_epoch(num_windows, world_size, config.batch_size, config.num_accumulated,
+                                  config.max_train_windows_per_epoch)
+    return max(1, math.ceil(config.epochs * per_epoch))
+
+
+def subset(dataset: SquadDataset, limit: int | None, seed: int) -> SquadDataset:
+    """A reproducible random subset of ``limit`` questions, in file order."""
+    if not limit or limit >= len(dataset.examples):
+        return dataset
+    keep = np.sort(np.random.default_rng(seed).choice(len(dataset.examples), size=limit, replace=False))
+    return dataclasses.replace(dataset, examples=[dataset.examples[i] for i in keep])
+
+
+def load_datasets(config) -> tuple[SquadDataset | None, SquadDataset | None]:
+    """The training set (--do_train) and dev set (--do_eval), subset as the flags ask."""
+    train = dev = None
+    if config.do_train:
+        path = config.train_file or find_squad_file(config.data_dir, "train", config.version)
+        train = load_squad(path, for_training=True)
+        if config.version == "1.1" and train.version == "2.0":
+            # A v1.1 model never predicts "no answer": train on the answerable questions only.
+            kept = [ex for ex in train.examples if not ex.is_impossible]
+            logger.info("--version 1.1 on a 2.0 training file: keeping %d answerable of %d questions",
+                        len(kept), len(train.examples))
+            train = dataclasses.replace(train, examples=kept)
+        train = subset(train, config.max_train_samples, config.seed)
+    if config.do_eval:
+        path = config.dev_file or find_squad_file(config.data_dir, "dev", config.version)
+        dev = subset(load_squad(path, version=config.version), config.max_eval_samples, config.seed)
+    return train, dev
+
+
+def feature_params(config, model_type: str) -> FeatureParams:
+    """Window parameters from the flags; the input template from the model's type."""
+    style = "roberta" if model_type in ROBERTA_STYLE_TYPES else "bert"
+    return FeatureParams(max_seq_length=config.max_seq_length, max_query_length=config.max_query_length,
+                         doc_stride=config.doc_stride, stride_mode=config.stride_mode, input_style=style)
+
+
+def dataset_cache_key(dataset: SquadDataset) -> str:
+    """File hash + the question ids kept, so another --max_*_samples subset gets its own cache."""
+    ids = "\n".join(ex.qid for ex in dataset.examples).encode("utf-8")
+    return hashlib.sha256(dataset.sha256.encode("ascii") + ids).hexdigest()
+
+
+def selection_score(metrics: dict, version: str) -> float:
+    """(EM + F1) / 2 to choose among checkpoints; for v2.0 on the threshold-tuned scores."""
+    if version == "2.0" and metrics.get("tuned"):
+        return (metrics["tuned"]["exact"] + metrics["tuned"]["f1"]) / 2
+    fixed = metrics["fixed"]
+    return (fixed.get("exact_match", fixed.get("exact", 0.0)) + fixed["f1"]) / 2
+
+
+# ------------------------------------------------------------------------------- evaluation stages
+def score_outputs(config, dataset: SquadDataset, features: Features, outputs: dict[str, np.ndarray]):
+    """Head outputs of every window (gathered, in feature order) -> answers -> scores.
+
+    ``outputs`` holds ``start_logits``/``end_logits`` (basic head) or ``start_top_*``/``end_top_*``
+    and ``null_score`` (conditional head). Returns ``(metrics, predictions)`` where metrics is
+    ``{"fixed": scores at --null_score_diff_threshold, "tuned": v2.0 dev-tuned scores or None}``.
+    """
+    if "start_logits" in outputs:
+        candidates = candidates_from_logits(outputs["start_logits"], outputs["end_logits"], features,
+                                            config.n_best_size)
+        null_scores = null_scores_from_logits(outputs["start_logits"], outputs["end_logits"])
+    else:
+        candidates = candidates_from_topk(outputs["start_top_index"], outputs["start_top_logit"],
+                                          outputs["end_top_index"], outputs["end_top_logit"])
+        null_scores = outputs["null_score"]
+    predictions = postprocess(dataset, features, candidates, null_scores, n_best_size=config.n_best_size,
+                              max_answer_length=config.max_answer_length,
+                              null_score_diff_threshold=config.null_score_diff_threshold,
+                              version_2_with_negative=config.version == "2.0")
+    fixed = evaluate(dataset, predictions.predictions)
+    # The raw null-minus-span differences are not probabilities: no --na-prob-thresh cut here.
+    tuned_source = (evaluate(dataset, predictions.predictions, na_probs=predictions.na_prob,
+                             na_prob_thresh=float("inf")) if config.version == "2.0" else None)
+    fixed, tuned = split_metrics(fixed, tuned_source)
+    return {"fixed": fixed, "tuned": tuned}, predictions
+
+
+def checkpoints_to_evaluate(config, output_dir: Path) -> list[Path | None]:
+    """The last checkpoint, or every kept one with --all_evaluate; [None] = the model as loaded
+    (--param_checkpoint, or the pretrained backbone with a fresh head)."""
+    checkpoints = list_checkpoints(Path(output_dir) / "checkpoints") if config.do_train else []
+    if checkpoints and not config.all_evaluate:
+        checkpoints = checkpoints[-1:]
+    return checkpoints or [None]
+
+
+def checkpoint_label(config, checkpoint: Path | None) -> str:
+    if checkpoint is not None:
+        return checkpoint.name
+    return Path(config.param_checkpoint).name if config.param_checkpoint else "pretrained"
+
+
+class BestCheckpoint:
+    """Keeps the best evaluated checkpoint by ``selection_score``; writes per-checkpoint predictions
+    under ``<output_dir>/eval/<name>/`` when more than one is evaluated."""
+
+    def __init__(self, config, output_dir: Path, num_candidates: int):
+        self.config, self.output_dir, self.num_candidates = config, Path(output_dir), num_candidates
+        self.best: dict | None = None
+
+    def offer(self, name: str, metrics: dict, predictions) -> None:
+        logger.info("eval %s: %s", name, json.dumps(metrics["fixed"]))
+        if self.num_candidates > 1:
+            write_predictions(self.output_dir / "eval" / name, predictions)
+        score = selection_score(metrics, self.config.version)
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "checkpoint": name, "metrics": metrics, "predictions": predictions}
+
+
+def evaluate_checkpoints(config, output_dir: Path, dev: SquadDataset, features: Features, predict_checkpoint,
+                         *, is_main: bool = True) -> dict:
+    """The evaluation stage of every backend: each of ``checkpoints_to_evaluate`` in turn.
+
+    ``predict_checkpoint(checkpoint)`` loads it (None: the model as it is) and returns the outputs
+    ``score_outputs`` reads, on the main process (elsewhere: anything). The main process scores them
+    and returns the best one's record with the mean evaluation time; other processes return {}.
+    """
+    candidates = checkpoints_to_evaluate(config, output_dir)
+    best = BestCheckpoint(config, output_dir, len(candidates))
+    started = time.perf_counter()
+    for checkpoint in candidates:
+        outputs = predict_checkpoint(checkpoint)
+        if is_main:
+            best.offer(checkpoint_label(config, checkpoint), *score_outputs(config, dev, features, outputs))
+    seconds = time.perf_counter() - started
+    if not is_main:
+        return {}
+    return {**best.best, "eval_seconds": round(seconds / len(candidates), 3),
+            "eval_samples_per_second": round(len(features) * len(candidates) / max(seconds, 1e-9), 3)}

@@ -1,0 +1,154 @@
+"""Build the ``results.json`` record of a run (framework-free; every backend uses it).
+
+The schema is in ``bench.core.results``; this module gathers the facts that are the
+same whatever the framework: library versions, git commit, hardware, and the
+split of the scoring dict into fixed-threshold and dev-tuned metrics.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import bench
+from bench.core.io_utils import atomic_write_json
+from bench.core.results import SCHEMA, utc_now, write_results
+
+__all__ = ["library_versions", "git_commit", "hardware_info", "split_metrics", "build_record",
+           "write_run_outputs"]
+
+TUNED_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
+
+
+def library_versions(names: tuple[str, ...]) -> dict[str, str]:
+    versions = {"python": platform.python_version(), "bench": bench.__version__}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """Commit of the checkout the ``bench`` package runs from, or None outside a git checkout."""
+    repo = Path(bench.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_info(accelerator: str | None, accelerator_count: int) -> dict:
+    return {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+            "accelerator": accelerator, "accelerator_count": accelerator_count}
+
+
+def split_metrics(fixed: dict, tuned_source: dict | None) -> tuple[dict, dict | None]:
+    """Fixed-threshold scores, and (v2.0) the threshold-tuned ones under their own names."""
+    if not tuned_source or "best_exact" not in tuned_source:
+        return fixed, None
+    tuned = {"exact": tuned_source["best_exact"], "exact_thresh": tuned_source["best_exact_thresh"],
+             "f1": tuned_source["best_f1"], "f1_thresh": tuned_source["best_f1_thresh"]}
+    return fixed, tuned
+
+
+def build_record(*, config, model: dict, world_size: int, global_batch_size: int, data: dict,
+                 metrics: dict, timing: dict, memory: dict, versions: dict, hardware: dict) -> dict:
+    """Assemble a results.json record (validated when written by bench.core.results.write_results)."""
+    hyperparameters = {name: getattr(config, name) for name in config.__dataclass_fields__}
+    return {
+        "schema": SCHEMA,
+        "run_id": f"{Path(config.output_dir).name}-{utc_now()}",
+        "created": utc_now(),
+        "model": model,
+        "backend": config.backend,
+        "head": config.head,
+        "squad_version": config.version,
+        "seed": int(config.seed),
+        "dtype": config.dtype,
+        "world_size": int(world_size),
+        "global_batch_size": int(global_batch_size),
+        "hyperparameters": hyperparameters,
+        "data": data,
+        "metrics": metrics,
+        "timing": timing,
+        "memory": memory,
+        "versions": versions,
+        "git_commit": git_commit(),
+        "hardware": hardware,
+    }
+
+
+def _tuned_as_official(tuned: dict | None) -> dict:
+    if not tuned:
+        return {}
+    return {"best_exact": tuned["exact"], "best_exact_thresh": tuned["exact_thresh"],
+            "best_f1": tuned["f1"], "best_f1_thresh": tuned["f1_thresh"]}
+
+
+def _data_record(train, dev, train_info: dict, num_eval_features) -> dict:
+    return {"train_file": train.path if train else None, "train_sha256": train.sha256 if train else None,
+            "dev_file": dev.path if dev else None, "dev_sha256": dev.sha256 if dev else None,
+            "num_train_features": train_info.get("num_train_features"), "num_eval_features": num_eval_features,
+            "num_train_questions": len(train.examples) if train else None,
+            "num_eval_questions": len(dev.examples) if dev else None}
+
+
+def _timing_record(train_info: dict, eval_info: dict | None, world_size: int) -> dict:
+    train_seconds = train_info.get("train_seconds")
+    return {"train_seconds": train_seconds,
+            "eval_seconds": eval_info["eval_seconds"] if eval_info else None,
+            "train_samples_per_second": train_info.get("train_samples_per_second"),
+            "train_tokens_per_second": train_info.get("train_tokens_per_second"),
+            "eval_samples_per_second": eval_info["eval_samples_per_second"] if eval_info else None,
+            # accelerators (or processes) x training hours
+            "train_device_hours": round(train_seconds * world_size / 3600, 6) if train_seconds is not None else None,
+            "updates": train_info.get("updates"), "skipped_updates": train_info.get("skipped_updates")}
+
+
+def write_run_outputs(config, output_dir: Path, *, model_info: dict, world_size: int, train_info: dict | None,
+                      eval_info: dict | None, train, dev, num_eval_features: int | None, memory: dict,
+                      versions: dict, hardware: dict) -> dict:
+    """Write the best checkpoint's predictions, ``best_results.json`` and ``results.json``.
+
+    A training-only run (no metrics) writes its record as ``train_results.json``: reports read
+    only ``results.json``, so a run without scores never reaches a table.
+    """
+    from bench.core.postprocess import write_predictions
+
+    output_dir = Path(output_dir)
+    metrics = {"fixed": None, "tuned": None, "best_checkpoint": None}
+    if eval_info:
+        write_predictions(output_dir, eval_info["predictions"])
+        metrics = {**eval_info["metrics"], "best_checkpoint": eval_info["checkpoint"]}
+        atomic_write_json(output_dir / "best_results.json",
+                          {**eval_info["metrics"]["fixed"], **_tuned_as_official(eval_info["metrics"]["tuned"]),
+                           "best_checkpoint": eval_info["checkpoint"]})
+    train_info = train_info or {}
+    record = build_record(
+        config=config, model=model_info, world_size=world_size,
+        global_batch_size=config.batch_size * config.num_accumulated * world_size,
+        data=_data_record(train, dev, train_info, num_eval_features), metrics=metrics,
+        timing=_timing_record(train_info, eval_info, world_size), memory=memory, versions=versions,
+        hardware=hardware)
+    if eval_info:
+        write_results(output_dir / "results.json", record)
+    else:
+        atomic_write_json(output_dir / "train_results.json", record)
+    return record
