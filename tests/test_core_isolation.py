@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 FRAMEWORK_FREE = ("core", "run", "apps")
 CORE_MODULES = ["bench", "bench.run_squad", "bench.evaluate", "bench.cli"] + sorted(
     ".".join(("bench",) + p.relative_to(REPO / "bench").with_suffix("").parts).removesuffix(".__init__")
-    for layer in FRAMEWORK_FREE for p in (REPO / "bench" / layer).rglob("*.py"))
+    for layer in FRAMEWORK_FREE for p in (REPO / "bench" / layer).rglob("*.py")
+    if p.stem != "__main__")          # a __main__ module runs its command when imported
 
 BLOCKED_IMPORT = """
 import sys

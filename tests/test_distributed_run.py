@@ -18,19 +18,18 @@ import pytest
 from safetensors.numpy import load_file
 
 from bench.core.results import load_results
-from tests.squad_samples import write_sample
 from tests.test_run_squad import EQUIVALENCE_FLAGS, base_args
-from tests.tiny_models import make_tiny_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300
 
+pytestmark = pytest.mark.slow       # every test launches the run script in 2 processes
+
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, squad_dir):
-    root = tmp_path_factory.mktemp("dist")
-    return {"model": make_tiny_model_dir("bert", root / "bert", dropout=0.0),
-            "data": write_sample(squad_dir, root / "v2.json", num_questions=40), "root": root}
+def setup(tiny_model, sample_files):
+    """The dropout-free tiny BERT and 40 real SQuAD 2.0 questions."""
+    return {"model": tiny_model("bert", dropout=0.0), "data": sample_files["2.0"]}
 
 
 def launcher_command(launcher: str, nproc: int) -> list[str]:

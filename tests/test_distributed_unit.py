@@ -383,6 +383,7 @@ def _run_job(tmp_path: Path, launcher: str, mode: str, limit_s: float) -> tuple[
 LAUNCHERS = ["torchrun", "horovodrun", "device"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_two_process_job(tmp_path, launcher):
     job, _ = _run_job(tmp_path, launcher, "ok", JOB_LIMIT_S)
@@ -391,6 +392,7 @@ def test_two_process_job(tmp_path, launcher):
     assert "OK rank 0" in output and "OK rank 1" in output, output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_a_failing_rank_ends_the_job_non_zero(tmp_path, launcher):
     job, seconds = _run_job(tmp_path, launcher, "fail", TEARDOWN_LIMIT_S)
@@ -401,6 +403,7 @@ def test_a_failing_rank_ends_the_job_non_zero(tmp_path, launcher):
     assert seconds < TEARDOWN_LIMIT_S
 
 
+@pytest.mark.slow
 def test_a_hung_rank_ends_the_horovod_job(tmp_path):
     # Horovod 0.28.1 has no working collective timeout with Gloo; HorovodComm's watchdog is it.
     job, seconds = _run_job(tmp_path, "horovodrun", "hang", TEARDOWN_LIMIT_S)

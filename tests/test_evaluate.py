@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.core.data import Answer, SquadDataset, SquadExample, load_squad
+from bench.core.data import Answer, SquadDataset, SquadExample
 from bench.apps.evaluate import main
 from bench.core.scoring import evaluate, exact_match, normalize_answer, token_f1
 
@@ -192,17 +192,7 @@ def test_v2_missing_predictions_score_zero(caplog):
     assert messages == ["1 of 2 questions have no prediction and score 0 (a)"]
 
 
-# -- the full dev sets -----------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def dev_v1(squad_dir):
-    return load_squad(squad_dir / "dev-v1.1.rebuilt.json.gz")
-
-
-@pytest.fixture(scope="module")
-def dev_v2(squad_dir):
-    return load_squad(squad_dir / "dev-v2.0.rebuilt.json.gz")
-
+# -- the full dev sets (dev_v1, dev_v2: tests/conftest.py) ----------------------------------
 
 def test_gold_predictions_score_100_on_dev_v1(dev_v1):
     predictions = {example.qid: example.answers[0].text for example in dev_v1.examples}

@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from bench.core import features as feats
+from bench.core.features import cache as feature_cache
 from bench.core.data import Answer, SquadExample
 from bench.core.features import (
     FeatureParams,
@@ -443,12 +443,12 @@ def few_examples(train_examples):
 @pytest.fixture
 def count_builds(monkeypatch):
     calls = []
-    real = feats.build_features
+    real = feature_cache.build_features
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
-    monkeypatch.setattr(feats, "build_features", counting)
+    monkeypatch.setattr(feature_cache, "build_features", counting)
     return calls
 
 

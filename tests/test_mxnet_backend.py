@@ -2,7 +2,8 @@
 
 Needs the MXNet extra (``bash scripts/install_mxnet.sh``: numpy 1.26, mxnet 1.9.1,
 gluonnlp 0.10.0) next to torch. Without it the module is skipped, unless
-SQUAD_BENCH_REQUIRE_MXNET=1 (CI, after the install script) turns the skip into a failure.
+SQUAD_BENCH_REQUIRE_MXNET=1 (CI, after the install script) turns the skip into a failure
+(``tests.conftest.import_mxnet_or_skip``).
 """
 from __future__ import annotations
 
@@ -13,14 +14,9 @@ import numpy as np
 import pytest
 
 from bench.backends.mxnet import compat
+from tests.conftest import import_mxnet_or_skip
 
-try:
-    mx, nlp = compat.import_mxnet()
-except compat.MXNetUnavailable as exc:
-    if os.environ.get("SQUAD_BENCH_REQUIRE_MXNET") == "1":
-        raise
-    pytest.skip(f"MXNet extra not usable here: {exc}", allow_module_level=True)
-
+mx, nlp = import_mxnet_or_skip()
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
@@ -32,25 +28,13 @@ from bench.backends.mxnet.heads import (batch_to_nd, build_qa_model, load_torch_
                                        torch_state_from_gluon)
 from bench.run.pipeline import plan_epoch  # noqa: E402
 from bench.backends.torch import modeling as torch_modeling  # noqa: E402
-from tests.tiny_models import encode_qa_batch, make_tiny_model_dir, tiny_config  # noqa: E402
+from tests.squad_samples import CONTEXTS, QUESTIONS  # noqa: E402
+from tests.tiny_models import encode_qa_batch, tiny_config  # noqa: E402
 
 CONVERTED_FAMILIES = ("bert", "roberta", "electra", "albert", "distilbert", "mobilebert")
 TOLERANCE = 1e-4
-QUESTIONS = ["When was the tower built?", "Who designed the bridge over the river?",
-             "What colour is the sky?", "Where is the museum?"]
-CONTEXTS = ["The tower was built in 1889 by a team of engineers for the world fair in the city.",
-            "The bridge over the river was designed by a young architect from the northern province.",
-            "On a clear day the sky is blue, but at sunset it turns orange and then deep red.",
-            "The museum stands in the old town square, next to the cathedral and the town hall."]
 TORCH_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "candidate_mask")
 LABELS = ("start_positions", "end_positions", "is_impossible")
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory, roberta_tokenizer_dir):
-    root = tmp_path_factory.mktemp("tiny_mx")
-    return {family: make_tiny_model_dir(family, root / family, roberta_tokenizer_dir=roberta_tokenizer_dir)
-            for family in CONVERTED_FAMILIES}
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ same parameters, checkpoints evaluate in either backend, and what the backend ca
 refused with a message naming the flag.
 
 Needs the MXNet extra (``bash scripts/install_mxnet.sh``) next to torch. Without it the
-module is skipped, unless SQUAD_BENCH_REQUIRE_MXNET=1 (CI) turns the skip into a failure::
+module is skipped, unless SQUAD_BENCH_REQUIRE_MXNET=1 (CI) turns the skip into a failure
+(``tests.conftest.import_mxnet_or_skip``)::
 
     OMP_NUM_THREADS=1 SQUAD_BENCH_REQUIRE_MXNET=1 python -m pytest tests/test_mxnet_run.py
 """
@@ -15,28 +16,22 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.backends.mxnet import compat
+from tests.conftest import import_mxnet_or_skip
 
-try:
-    mx, _ = compat.import_mxnet()
-except compat.MXNetUnavailable as exc:
-    if os.environ.get("SQUAD_BENCH_REQUIRE_MXNET") == "1":
-        raise
-    pytest.skip(f"MXNet extra not usable here: {exc}", allow_module_level=True)
-
+mx, _ = import_mxnet_or_skip()
 torch = pytest.importorskip("torch")
 
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from bench.core.flags import config_from_args  # noqa: E402
 from bench.backends.mxnet import run as mxnet_run  # noqa: E402
-from bench.backends.mxnet import runner  # noqa: E402
+from bench.backends.mxnet import session as runner  # noqa: E402
+from bench.run import driver  # noqa: E402
 from bench.backends.mxnet.convert import encoder_config_from_hf, read_hf_config  # noqa: E402
 from bench.backends.mxnet.heads import build_qa_model, load_torch_state, torch_state_from_gluon  # noqa: E402
 from bench.backends.mxnet.optim import (TorchAdamW, clip_coefficient, global_grad_norm,  # noqa: E402
@@ -52,21 +47,9 @@ MX = {"backend": "mxnet"}
 
 
 @pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory, roberta_tokenizer_dir):
+def model_dirs(tiny_dirs, tiny_model):
     """One tiny model per family (dropout 0.1), plus dropout-free BERT and ELECTRA for the parity tests."""
-    root = tmp_path_factory.mktemp("tiny_mx_models")
-    dirs = {family: make_tiny_model_dir(family, root / family, roberta_tokenizer_dir=roberta_tokenizer_dir)
-            for family in TINY_FAMILIES}
-    for family in ("bert", "electra"):
-        dirs[f"{family}0"] = make_tiny_model_dir(family, root / f"{family}0", dropout=0.0)
-    return dirs
-
-
-@pytest.fixture(scope="module")
-def sample_files(tmp_path_factory, squad_dir):
-    root = tmp_path_factory.mktemp("squad_sample_mx")
-    return {"2.0": write_sample(squad_dir, root / "v2.json", num_questions=40, version="2.0"),
-            "1.1": write_sample(squad_dir, root / "v1.json", num_questions=40, version="1.1")}
+    return {**tiny_dirs, **{f"{family}0": tiny_model(family, dropout=0.0) for family in ("bert", "electra")}}
 
 
 def weights(run_dir: Path, update: int) -> dict[str, np.ndarray]:
@@ -115,6 +98,7 @@ def _torch_qa_state(folder: Path, head: str) -> dict:
     return model.state_dict()
 
 
+@pytest.mark.slow
 def test_tiny_model_learns_the_questions_it_trained_on(model_dirs, squad_dir, tmp_path):
     """test_run_squad's learning check with the same flags: 30 real questions fitted to EM >= 90."""
     data = write_sample(squad_dir, tmp_path / "train.json", num_questions=30, version="2.0")
@@ -251,16 +235,17 @@ def test_torch_adamw_equals_torch_optim_adamw():
 
 
 # ---------------------------------------------------------------------------------------- resume
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_parameters(model_dirs, sample_files, tmp_path, monkeypatch, caplog):
     """With dropout on. The straight run also times one trial update first (the CPU-duration warning),
     which must be undone: equality then proves both the resume and the undo."""
     caplog.set_level(logging.INFO)      # pytest's root logger drops INFO, and run.log with it
     common = dict(num_train_steps=6, save_interval=2, max_saved_ckpt=2, **MX)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    monkeypatch.setattr(runner, "CPU_WARNING_WINDOWS", 0)
+    monkeypatch.setattr(driver, "CPU_WARNING_WINDOWS", 0)
     assert run_squad(base_args(model_dirs["bert"], sample_files["2.0"], straight, **common)) == 0
     assert "one update on the longest windows took" in (straight / "run.log").read_text()
-    monkeypatch.setattr(runner, "CPU_WARNING_WINDOWS", 10 ** 9)
+    monkeypatch.setattr(driver, "CPU_WARNING_WINDOWS", 10 ** 9)
     config = config_from_args(base_args(model_dirs["bert"], sample_files["2.0"], resumed, **common))
     assert mxnet_run(config, stop_after=3) is None          # interrupted after update 3, last checkpoint at 2
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["update_2"]

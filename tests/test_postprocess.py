@@ -13,12 +13,12 @@ import re
 import numpy as np
 import pytest
 
-import bench.core.postprocess as postprocess_module
-from bench.core.data import Answer, SquadDataset, SquadExample, load_squad
+from bench.core.postprocess import context_topk, ranking, sort_keys, window_search
+from bench.core.data import Answer, SquadDataset, SquadExample
 from bench.core.features import FeatureParams, Features, build_features
 from bench.core.postprocess import (NO_SPAN_NA_PROB, NBest, PairGrid, SpanCandidates, candidates_from_logits,
                                candidates_from_topk, null_scores_from_logits, postprocess, write_predictions)
-from tests.reference_postprocess import reference_postprocess, reference_postprocess_candidates
+from bench.core.postprocess_reference import reference_postprocess, reference_postprocess_candidates
 
 MAX_SEQ_LENGTH = 384
 
@@ -117,15 +117,15 @@ def logits_for(features, width=16, start=None, end=None, cls=(0.0, 0.0)):
 
 # ------------------------------------------------------------------------------------------ full dev set
 @pytest.fixture(scope="module")
-def dev(squad_dir, bert_tokenizer):
-    dataset = load_squad(squad_dir / "dev-v2.0.rebuilt.json.gz")
+def dev(dev_v2, bert_tokenizer):
     params = FeatureParams(max_seq_length=MAX_SEQ_LENGTH, doc_stride=128)
-    features = build_features(dataset.examples, bert_tokenizer, params, is_training=False)
+    features = build_features(dev_v2.examples, bert_tokenizer, params, is_training=False)
     rng = np.random.default_rng(20240611)
     shape = (len(features), MAX_SEQ_LENGTH)
-    return dataset, features, rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
+    return dev_v2, features, rng.standard_normal(shape, dtype=np.float32), rng.standard_normal(shape, dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_full_dev_v2_matches_reference_loop(dev):
     dataset, features, s, e = dev
     assert len(dataset.examples) == 11873 and len(features) > 12000
@@ -186,7 +186,7 @@ def test_pairs_scored_in_small_chunks_give_the_same_result(dev, monkeypatch, pai
     dataset, features, s, e = dev
     dataset, features = sub_dataset(dataset, features, 400)
     s, e = s[:len(features)], e[:len(features)]
-    monkeypatch.setattr(postprocess_module, "_PAIRS_PER_CHUNK", pairs_per_chunk)
+    monkeypatch.setattr(window_search, "_PAIRS_PER_CHUNK", pairs_per_chunk)
     assert_same(vectorized(dataset, features, s, e), reference_postprocess(dataset, features, s, e))
 
 
@@ -544,8 +544,8 @@ def test_context_not_in_one_run_takes_the_general_path():
     """A window whose context has a gap (a None token inside) or extra trailing tokens."""
     gap = {"example": 0, "tokens": [None, None] + WORD_SPANS[:3] + [None] + WORD_SPANS[3:6] + [None, None]}
     features = make_features([gap, one_window(example=1)])
-    assert not postprocess_module._context_is_one_run(features)
-    assert postprocess_module._context_is_one_run(make_features([one_window(), one_window(example=1)]))
+    assert not context_topk._context_is_one_run(features)
+    assert context_topk._context_is_one_run(make_features([one_window(), one_window(example=1)]))
     rng = np.random.default_rng(11)
     for _ in range(5):
         s, e = (rng.integers(-3, 4, (2, 14)).astype(np.float32) for _ in range(2))
@@ -570,16 +570,16 @@ def test_ranking_sort_fallback_for_wide_keys_agrees():
     example = rng.integers(0, 50, 3000)
     key = rng.integers(0, 40, 3000).astype(np.uint32)             # many equal keys: the index decides
     want = np.lexsort((np.arange(3000), key, example))
-    assert np.array_equal(postprocess_module._sorted_items(example, key, 50), want)
-    assert np.array_equal(postprocess_module._sorted_items(example, key, 1 << 40), want)
+    assert np.array_equal(ranking._sorted_items(example, key, 50), want)
+    assert np.array_equal(ranking._sorted_items(example, key, 1 << 40), want)
 
 
 # ------------------------------------------------------------------------------------------ sort keys
 def window_winners_by_definition(keys: np.ndarray, n_best_size: int) -> np.ndarray:
     """Flat indices, row-major, of the keys whose level (key without its column bits) is at least
     the row's n_best_size-th best key's level, and at least the lowest finite score's level."""
-    bits = postprocess_module._column_bits(keys.shape[1])
-    floor = postprocess_module._LOWEST_FINITE_KEY >> bits
+    bits = sort_keys.column_bits(keys.shape[1])
+    floor = sort_keys.LOWEST_FINITE_KEY >> bits
     winners = []
     for row, row_keys in enumerate(keys.astype(np.int64)):
         levels = row_keys >> bits
@@ -603,8 +603,8 @@ def test_window_winners_match_their_definition(seed):
     grid = PairGrid(np.zeros((n, k_start), np.int32), start_logits, np.zeros((n, k_end), np.int32), end_logits)
     checked = dataclasses.replace(grid, starts=np.zeros((n, k_start), np.int16),
                                   ends=np.where(rng.random((n, k_end)) < 0.3, -16_000, 0).astype(np.int16))
-    keys = postprocess_module._candidate_keys(None, SpanCandidates.from_grid(grid), checked, slice(None), 30, False)
-    got = postprocess_module._window_winners(keys, n_best_size)
+    keys = window_search._candidate_keys(None, SpanCandidates.from_grid(grid), checked, slice(None), 30, False)
+    got = window_search._window_winners(keys, n_best_size)
     assert np.array_equal(got, window_winners_by_definition(keys, n_best_size))
     assert all(len(set(row.tolist())) == len(row) for row in keys)          # distinct within a row
 
@@ -614,12 +614,12 @@ def test_candidate_keys_order_scores_and_put_invalid_candidates_lowest():
     grid = PairGrid(np.zeros((1, 1), np.int32), np.zeros((1, 1), np.float32), np.zeros((1, 7), np.int32), scores)
     valid = dataclasses.replace(grid, starts=np.zeros((1, 1), np.int16), ends=np.zeros((1, 7), np.int16),
                                 end_logits=scores + np.float32(0.0))
-    keys = postprocess_module._candidate_keys(None, None, valid, slice(None), 30, False)[0].astype(np.int64)
-    bits = postprocess_module._column_bits(7)
+    keys = window_search._candidate_keys(None, None, valid, slice(None), 30, False)[0].astype(np.int64)
+    bits = sort_keys.column_bits(7)
     assert np.all(np.diff(keys[1:] >> bits) >= 0) and keys[3] >> bits == keys[2] >> bits      # -0.0 ties 0.0
-    assert keys[0] < postprocess_module._LOWEST_FINITE_KEY            # -inf never qualifies
+    assert keys[0] < sort_keys.LOWEST_FINITE_KEY            # -inf never qualifies
     invalid = dataclasses.replace(valid, ends=np.full((1, 7), -16_000, np.int16))
-    assert postprocess_module._candidate_keys(None, None, invalid, slice(None), 30, False)[0].tolist() == list(range(7))
+    assert window_search._candidate_keys(None, None, invalid, slice(None), 30, False)[0].tolist() == list(range(7))
 
 
 @pytest.mark.parametrize("n_best_size", [1, 2, 4])
@@ -663,7 +663,7 @@ def test_context_is_one_run_agrees_with_its_definition(seed):
             tokens.insert(lead, WORD_SPANS[0])
         windows.append({"example": example, "tokens": tokens})
     features = make_features(windows)
-    assert postprocess_module._context_is_one_run(features) == all(map(context_is_one_run, windows))
+    assert context_topk._context_is_one_run(features) == all(map(context_is_one_run, windows))
 
 
 def context_is_one_run(window) -> bool:

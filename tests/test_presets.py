@@ -1,20 +1,24 @@
-"""The recipes (bench.core.presets) and the scripts rendered from them (bench.apps.gen_commands).
+"""The recipes (bench.core.presets), the commands/*.sh wrappers that launch them, and --preset.
 
 The expected recipe values are typed in from GluonNLP's published
 generate_commands.py / commands/*.sh, not read back from the module under test.
-The scripts are run for real with bash in DRY_RUN mode and the printed command
-is parsed with the run script's own parser.
+The scripts are run for real with bash in DRY_RUN mode, their output compared
+with ``squad-bench launch``'s (tests/test_launch.py has its golden commands) and
+parsed with the run script's own parser.
 """
 from __future__ import annotations
 
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.apps import gen_commands
+from bench.apps import launch
+from bench.apps.run import config_from_argv
+from bench.apps.run import main as run_main
 from bench.core.flags import ConfigError, build_run_parser, config_from_dict
 from bench.core.models import UnknownModelError
 from bench.core.presets import (PRESETS, Preset, UnknownPresetError, get_preset, global_batch, preset_run_flags,
@@ -120,11 +124,31 @@ def test_run_flags_pass_the_run_config():
     assert (config.model_name, config.lr, config.layerwise_decay) == ("google_electra_large", 5e-5, 0.9)
 
 
-# ----------------------------------------------------------------------------- generated scripts
+# ----------------------------------------------------------------------------- commands/*.sh wrappers
 
-def test_committed_scripts_match_the_generator():
-    problems = gen_commands.stale_scripts(gen_commands.DEFAULT_COMMANDS_DIR, gen_commands.expected_scripts())
-    assert problems == [], "run `squad-bench gen-commands`: " + "; ".join(problems)
+def _script_problems(commands_dir: Path) -> list[str]:
+    """Scripts that drifted from the presets: missing, left over, or not exactly a wrapper of
+    ``squad-bench launch`` for the preset named in the file name (and its model in the header)."""
+    problems = [f"run_squad2_{name}.sh: missing" for name in PRESETS
+                if not (commands_dir / f"run_squad2_{name}.sh").is_file()]
+    for path in sorted(commands_dir.glob("*.sh")):
+        name = path.name.removeprefix("run_squad2_").removesuffix(".sh")
+        if name not in PRESETS:
+            problems.append(f"{path.name}: no preset {name!r}")
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        if lines[-1] != f'exec "${{PYTHON:-python3}}" -m bench.cli launch {name} "$@"':
+            problems.append(f"{path.name}: does not end by exec'ing `bench.cli launch {name}`")
+        if len(lines) > 10 or sum("launch" in line and not line.startswith("#") for line in lines) != 1:
+            problems.append(f"{path.name}: more than a wrapper of `squad-bench launch {name}`")
+        if f" {PRESETS[name].model_name} " not in lines[1] or f"preset {name} " not in lines[1]:
+            problems.append(f"{path.name}: its header does not name preset {name} and its model")
+    return problems
+
+
+def test_committed_scripts_are_wrappers_of_their_presets():
+    problems = _script_problems(REPO / "commands")
+    assert problems == [], "; ".join(problems)
 
 
 def test_one_script_per_preset():
@@ -132,69 +156,48 @@ def test_one_script_per_preset():
         f"run_squad2_{name}.sh" for name in PRESETS)
 
 
-def test_check_lists_stale_missing_and_leftover_scripts(tmp_path, capsys):
-    assert gen_commands.main(["--out", str(tmp_path)]) == 0
-    assert gen_commands.main(["--out", str(tmp_path), "--check"]) == 0
+def test_drifted_missing_and_leftover_scripts_are_caught(tmp_path):
+    for path in (REPO / "commands").glob("*.sh"):
+        (tmp_path / path.name).write_text(path.read_text())
+    assert _script_problems(tmp_path) == []
     edited = tmp_path / "run_squad2_electra_base.sh"
-    edited.write_text(edited.read_text().replace("--lr 0.0001", "--lr 0.001"))
+    edited.write_text(edited.read_text().replace("launch electra_base", "launch electra_large"))
     (tmp_path / "run_squad2_albert_base.sh").unlink()
-    leftover = tmp_path / "run_squad2_gone.sh"
-    leftover.write_text(gen_commands.GENERATED_MARK + " from bench/core/presets.py\n")
-    capsys.readouterr()
-    assert gen_commands.main(["--out", str(tmp_path), "--check"]) == 1
-    err = capsys.readouterr().err
-    assert "run_squad2_electra_base.sh: differs" in err
-    assert "run_squad2_albert_base.sh: missing" in err
-    assert "run_squad2_gone.sh: no preset generates it" in err
-    assert gen_commands.main(["--out", str(tmp_path)]) == 0
-    assert not leftover.exists() and gen_commands.main(["--out", str(tmp_path), "--check"]) == 0
+    (tmp_path / "run_squad2_gone.sh").write_text((tmp_path / "run_squad2_electra_small.sh").read_text())
+    problems = "; ".join(_script_problems(tmp_path))
+    assert "run_squad2_electra_base.sh: does not end by exec'ing `bench.cli launch electra_base`" in problems
+    assert "run_squad2_albert_base.sh: missing" in problems
+    assert "run_squad2_gone.sh: no preset 'gone'" in problems
 
 
-def test_script_header_states_recipe_batch_and_sources():
-    text = (REPO / "commands" / "run_squad2_electra_base.sh").read_text()
-    assert "Global batch: 8 per GPU x 1 accumulated x 4 GPUs = 32" in text
-    assert "GluonNLP (reproduced), SQuAD 1.1/2.0, fp32/amp: https://github.com/dmlc/gluon-nlp" in text
-    assert "Google ELECTRA, SQuAD 1.1/2.0, fp32: https://github.com/google-research/electra" in text
-    assert "set -euo pipefail" in text
-    assert os.access(REPO / "commands" / "run_squad2_electra_base.sh", os.X_OK)
+def test_scripts_are_executable_and_pass_the_exit_status_through():
+    for name in PRESETS:
+        path = REPO / "commands" / f"run_squad2_{name}.sh"
+        assert os.access(path, os.X_OK), path
+        assert path.read_text().startswith("#!/usr/bin/env bash\n")
+        assert path.read_text().splitlines()[-1].startswith("exec ")   # the launcher's status is the script's
 
 
 def _dry_run(name: str, *args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
     environment = {"PATH": os.environ["PATH"], "DRY_RUN": "1", **env}
     return subprocess.run(["bash", str(REPO / "commands" / f"run_squad2_{name}.sh"), *args], cwd=cwd,
-                          env=environment, capture_output=True, text=True, timeout=30)
+                          env=environment, capture_output=True, text=True, timeout=60)
 
 
-def _printed_run_args(stdout: str) -> tuple[list[str], list[str]]:
-    """(launcher words before '-m bench.run_squad', the run script's arguments) of the printed command."""
-    words = shlex.split(stdout.strip().splitlines()[-1])
-    at = words.index("bench.run_squad")
-    assert words[at - 1] == "-m"
-    return words[:at - 1], words[at + 1:]
-
-
-@pytest.mark.parametrize("use_horovod", ["0", "1"])
 @pytest.mark.parametrize("name", sorted(PRESETS))
-def test_dry_run_prints_the_preset_command(name, use_horovod, tmp_path):
-    done = _dry_run(name, use_horovod, "2.0", "float16", cwd=tmp_path)
+def test_each_script_prints_its_presets_launch_command(name, tmp_path, monkeypatch):
+    """Run for real with bash, from a folder outside the checkout: what launch renders for the preset."""
+    done = _dry_run(name, "1", "2.0", "float16", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    launcher, run_args = _printed_run_args(done.stdout)
-    args = build_run_parser().parse_args(run_args)
-    config = config_from_dict(vars(args))
-    preset = PRESETS[name]
-    for flag, value in preset_run_flags(preset).items():
-        assert getattr(config, flag) == value, flag
-    assert (config.version, config.dtype, config.data_dir) == ("2.0", "float16", "squad")
-    assert config.output_dir == f"fintune_{preset.model_name}_squad_2.0"
-    if use_horovod == "1":
-        assert launcher == ["horovodrun", "-np", "4", "-H", "localhost:4", "python3"]
-        assert config.comm_backend == "horovod"
-    else:
-        assert launcher == ["python3"]
-        assert (config.comm_backend, config.gpus) == ("device", "0,1,2,3")
+    monkeypatch.chdir(tmp_path)       # the data check is relative to the folder the script ran in
+    assert done.stdout == launch.render_dry_run(launch.plan_launch(PRESETS[name], "1", "2.0", "float16", env={}))
+    words = shlex.split(done.stdout.splitlines()[-1])
+    config = config_from_dict(vars(build_run_parser().parse_args(words[words.index("bench.run_squad") + 1:])))
+    assert {flag: getattr(config, flag) for flag in preset_run_flags(PRESETS[name])} == preset_run_flags(
+        PRESETS[name])
 
 
-def test_dry_run_prints_data_preparation_only_when_data_is_missing(tmp_path):
+def test_script_data_preparation_only_when_data_is_missing(tmp_path):
     done = _dry_run("electra_small", cwd=tmp_path)
     first = done.stdout.splitlines()[0]
     assert first.startswith("#") and first.endswith(
@@ -206,22 +209,18 @@ def test_dry_run_prints_data_preparation_only_when_data_is_missing(tmp_path):
     assert len(done.stdout.splitlines()) == 1 and "prepare-data" not in done.stdout
 
 
-def test_dry_run_environment_overrides(tmp_path):
+def test_script_environment_overrides(tmp_path):
     done = _dry_run("albert_base", "0", "1.1", cwd=tmp_path, NUM_GPUS="2", DATA_DIR="/data/my squad",
-                    OUT_DIR="out/a", MODEL_PATH="/models/albert", SEEDS="1,2,3", PYTHON="python3.11",
+                    OUT_DIR="out/a", MODEL_PATH="/models/albert", SEEDS="1,2,3", PYTHON=sys.executable,
                     EXTRA_ARGS="--head basic --max_eval_samples 100")
-    launcher, run_args = _printed_run_args(done.stdout)
-    config = config_from_dict(vars(build_run_parser().parse_args(run_args)))
-    assert launcher == ["python3.11"]
+    words = shlex.split(done.stdout.splitlines()[-1])
+    at = words.index("bench.run_squad")
+    config = config_from_dict(vars(build_run_parser().parse_args(words[at + 1:])))
+    assert words[:at - 1] == [sys.executable]
     assert (config.gpus, config.data_dir, config.output_dir, config.model_path) == (
         "0,1", "/data/my squad", "out/a", "/models/albert")
     assert (config.seeds, config.head, config.max_eval_samples, config.version) == ("1,2,3", "basic", 100, "1.1")
     assert "--data_dir '/data/my squad'" in done.stdout.splitlines()[0]
-
-
-def test_dry_run_without_gpus_uses_the_cpu(tmp_path):
-    _, run_args = _printed_run_args(_dry_run("electra_small", cwd=tmp_path, NUM_GPUS="0").stdout)
-    assert build_run_parser().parse_args(run_args).gpus == "-1"
 
 
 @pytest.mark.parametrize("args, env, message", [
@@ -233,6 +232,39 @@ def test_dry_run_without_gpus_uses_the_cpu(tmp_path):
 def test_bad_script_arguments_fail_clearly(args, env, message, tmp_path):
     done = _dry_run("electra_small", *args, cwd=tmp_path, **env)
     assert done.returncode == 2 and message in done.stderr
+
+
+# ----------------------------------------------------------------------------- --preset on the run script
+
+def test_run_script_preset_sets_the_recipe():
+    config = config_from_argv(["--preset", "electra_large"])
+    assert {flag: getattr(config, flag) for flag in preset_run_flags(PRESETS["electra_large"])} == preset_run_flags(
+        PRESETS["electra_large"])
+    assert (config.model_name, config.lr, config.layerwise_decay, config.wd) == ("google_electra_large", 5e-5, 0.9, 0.0)
+    assert (config.do_train, config.do_eval, config.data_dir, config.gpus) == (True, True, "squad", "0")
+
+
+def test_run_script_explicit_flags_win_over_the_preset():
+    config = config_from_argv(["--lr", "3e-5", "--preset", "electra_base", "--model_name", "google_electra_small",
+                               "--max_seq_length", "384", "--version", "1.1"])
+    assert (config.lr, config.model_name, config.max_seq_length, config.version) == (
+        3e-5, "google_electra_small", 384, "1.1")
+    assert (config.batch_size, config.layerwise_decay, config.epochs) == (8, 0.8, 2.0)   # the rest: the preset's
+    assert config_from_argv(["--preset", "albert_base", "--model_path", "/m"]).batch_size == 4
+
+
+def test_run_script_without_a_preset_keeps_gluonnlps_defaults():
+    config = config_from_argv(["--do_eval"])
+    assert (config.model_name, config.lr, config.do_train) == ("google_albert_base_v2", 2e-5, False)
+
+
+def test_run_script_unknown_preset_is_one_line_naming_the_known_ones(capsys):
+    assert run_main(["--preset", "electra_bse"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("run_squad: error: unknown preset 'electra_bse'.")
+    assert "Did you mean: electra_base" in err and "Known presets: " + ", ".join(sorted(PRESETS)) in err
+    with pytest.raises(UnknownPresetError):
+        config_from_argv(["--preset", "nope"])
 
 
 def test_the_demo_recipe_validates_and_trains_only_the_encoder():

@@ -13,7 +13,6 @@ from safetensors.numpy import load_file
 from bench.core.results import load_results
 from bench.apps.run import main as run_squad
 from tests.squad_samples import write_sample
-from tests.tiny_models import TINY_FAMILIES, make_tiny_model_dir
 
 FAMILY_MODEL_NAMES = {"bert": "google_en_uncased_bert_base", "albert": "google_albert_base_v2",
                       "electra": "google_electra_small", "mobilebert": "google_uncased_mobilebert",
@@ -21,20 +20,6 @@ FAMILY_MODEL_NAMES = {"bert": "google_en_uncased_bert_base", "albert": "google_a
 
 OUTPUT_FILES = ("predictions.json", "nbest_predictions.json", "na_prob.json", "best_results.json",
                 "results.json", "run.log", "train_log.jsonl")
-
-
-@pytest.fixture(scope="module")
-def model_dirs(tmp_path_factory, roberta_tokenizer_dir):
-    root = tmp_path_factory.mktemp("tiny_models")
-    return {family: make_tiny_model_dir(family, root / family, roberta_tokenizer_dir=roberta_tokenizer_dir)
-            for family in TINY_FAMILIES}
-
-
-@pytest.fixture(scope="module")
-def sample_files(tmp_path_factory, squad_dir):
-    root = tmp_path_factory.mktemp("squad_sample")
-    return {"2.0": write_sample(squad_dir, root / "v2.json", num_questions=40, version="2.0"),
-            "1.1": write_sample(squad_dir, root / "v1.json", num_questions=40, version="1.1")}
 
 
 def base_args(model_dir: Path, data: Path, out: Path, **flags) -> list[str]:
@@ -57,11 +42,11 @@ def read_weights(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("family", ["bert", "albert", "electra", "mobilebert", "roberta", "distilbert"])
-def test_every_family_trains_and_evaluates(family, model_dirs, sample_files, tmp_path):
+def test_every_family_trains_and_evaluates(family, tiny_dirs, sample_files, tmp_path):
     out = tmp_path / "run"
     head = "basic" if family in ("mobilebert", "distilbert") else "conditional"
     dtype = "bfloat16" if family == "electra" else "float32"
-    status = run_squad(base_args(model_dirs[family], sample_files["2.0"], out, model_name=FAMILY_MODEL_NAMES[family],
+    status = run_squad(base_args(tiny_dirs[family], sample_files["2.0"], out, model_name=FAMILY_MODEL_NAMES[family],
                                  num_train_steps=3, head=head, dtype=dtype, max_eval_samples=15))
     assert status == 0
     for name in OUTPUT_FILES:
@@ -84,13 +69,14 @@ def test_every_family_trains_and_evaluates(family, model_dirs, sample_files, tmp
     assert len(list((out / "checkpoints").iterdir())) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head,version", [("conditional", "2.0"), ("basic", "2.0"), ("conditional", "1.1"),
                                           ("basic", "1.1")])
-def test_tiny_model_learns_the_questions_it_trained_on(head, version, model_dirs, squad_dir, tmp_path):
+def test_tiny_model_learns_the_questions_it_trained_on(head, version, tiny_dirs, squad_dir, tmp_path):
     """Labels, heads and post-processing agree: a model can fit 30 real questions (EM >= 90)."""
     data = write_sample(squad_dir, tmp_path / "train.json", num_questions=30, version=version)
     out = tmp_path / "run"
-    status = run_squad(base_args(model_dirs["bert"], data, out, head=head, version=version, lr=2e-3,
+    status = run_squad(base_args(tiny_dirs["bert"], data, out, head=head, version=version, lr=2e-3,
                                  epochs=60, batch_size=8, warmup_ratio=0.05, wd=0.0, classifier_dropout=0.0,
                                  max_grad_norm=1.0, log_interval=50, save_interval=100000))
     assert status == 0
@@ -99,18 +85,18 @@ def test_tiny_model_learns_the_questions_it_trained_on(head, version, model_dirs
     assert em >= 90.0, record["metrics"]
 
 
-def test_interrupted_run_resumes_to_the_same_parameters(model_dirs, sample_files, tmp_path):
+def test_interrupted_run_resumes_to_the_same_parameters(tiny_dirs, sample_files, tmp_path):
     from bench.core.flags import config_from_args
     from bench.backends.torch import run
 
     common = dict(num_train_steps=6, save_interval=2, max_saved_ckpt=2)
     straight = tmp_path / "straight"
-    assert run_squad(base_args(model_dirs["bert"], sample_files["2.0"], straight, **common)) == 0
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], straight, **common)) == 0
     resumed = tmp_path / "resumed"
-    config = config_from_args(base_args(model_dirs["bert"], sample_files["2.0"], resumed, **common))
+    config = config_from_args(base_args(tiny_dirs["bert"], sample_files["2.0"], resumed, **common))
     assert run(config, stop_after=3) is None           # interrupted after update 3, last checkpoint at 2
     assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == ["update_2"]
-    assert run_squad(base_args(model_dirs["bert"], sample_files["2.0"], resumed, resume=True, **common)) == 0
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], resumed, resume=True, **common)) == 0
     a = read_weights(straight / "checkpoints" / "update_6" / "model.safetensors")
     b = read_weights(resumed / "checkpoints" / "update_6" / "model.safetensors")
     assert a.keys() == b.keys()
@@ -126,8 +112,8 @@ EQUIVALENCE_FLAGS = dict(num_train_steps=3, classifier_dropout=0.0, max_grad_nor
                          max_eval_samples=5)
 
 
-def test_accumulation_matches_a_larger_batch(model_dirs, sample_files, tmp_path):
-    no_dropout = make_tiny_model_dir("bert", tmp_path / "bert0", dropout=0.0)
+def test_accumulation_matches_a_larger_batch(tiny_model, sample_files, tmp_path):
+    no_dropout = tiny_model("bert", dropout=0.0)
     flags = EQUIVALENCE_FLAGS
     assert run_squad(base_args(no_dropout, sample_files["2.0"], tmp_path / "big", batch_size=4, **flags)) == 0
     assert run_squad(base_args(no_dropout, sample_files["2.0"], tmp_path / "acc", batch_size=2,
@@ -141,9 +127,9 @@ def test_accumulation_matches_a_larger_batch(model_dirs, sample_files, tmp_path)
         np.testing.assert_allclose(a[name], b[name], atol=1e-5, rtol=0, err_msg=name)
 
 
-def test_all_evaluate_picks_best_and_eval_only_reads_checkpoint(model_dirs, sample_files, tmp_path):
+def test_all_evaluate_picks_best_and_eval_only_reads_checkpoint(tiny_dirs, sample_files, tmp_path):
     out = tmp_path / "run"
-    assert run_squad(base_args(model_dirs["bert"], sample_files["1.1"], out, version="1.1", num_train_steps=4,
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["1.1"], out, version="1.1", num_train_steps=4,
                                save_interval=2, all_evaluate=True, head="basic")) == 0
     record = load_results(out / "results.json")
     assert record["metrics"]["best_checkpoint"] in ("update_2", "update_4")
@@ -153,16 +139,16 @@ def test_all_evaluate_picks_best_and_eval_only_reads_checkpoint(model_dirs, samp
     # Evaluation only, from a checkpoint file: the same predictions as that checkpoint's evaluation.
     ckpt = out / "checkpoints" / "update_4" / "model.safetensors"
     eval_out = tmp_path / "eval_only"
-    argv = [a for a in base_args(model_dirs["bert"], sample_files["1.1"], eval_out, version="1.1", head="basic",
+    argv = [a for a in base_args(tiny_dirs["bert"], sample_files["1.1"], eval_out, version="1.1", head="basic",
                                  param_checkpoint=ckpt) if a != "--do_train"]
     assert run_squad(argv) == 0
     assert json.loads((eval_out / "predictions.json").read_text()) == \
         json.loads((out / "eval" / "update_4" / "predictions.json").read_text())
 
 
-def test_float16_autocast_with_loss_scaling_runs_on_cpu(model_dirs, sample_files, tmp_path):
+def test_float16_autocast_with_loss_scaling_runs_on_cpu(tiny_dirs, sample_files, tmp_path):
     out = tmp_path / "run"
-    assert run_squad(base_args(model_dirs["bert"], sample_files["2.0"], out, num_train_steps=2, dtype="float16",
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], out, num_train_steps=2, dtype="float16",
                                max_eval_samples=5)) == 0
     record = load_results(out / "results.json")
     assert record["dtype"] == "float16" and record["timing"]["skipped_updates"] >= 0
@@ -173,6 +159,7 @@ def test_unknown_model_name_lists_close_matches(capsys):
     assert "google_electra_base" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_as_a_module_and_offline_failure(tmp_path, sample_files):
     """`python -m bench.run_squad` with no local copy and no network fails at once naming the hub id."""
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}

@@ -16,8 +16,13 @@ import pytest
 import torch
 
 from bench.apps import speed
-from bench.backends.torch.modeling import (CPU_TRAINING_ATTENTION, FastDropout, build_qa_model, fast_dropout,
-                                          load_tokenizer, resolve_model_source)
+from bench.apps.speed.orchestrate import parse_figures
+from bench.apps.speed.processes import HF_WORKER, child_environment
+from bench.apps.speed.tasks_gpu import task_gpu
+from bench.apps.speed.tasks_inference import task_inference
+from bench.apps.speed.tasks_model import task_prepare_model
+from bench.backends.torch.cpu_training import CPU_TRAINING_ATTENTION, FastDropout, fast_dropout
+from bench.backends.torch.modeling import build_qa_model, load_tokenizer, resolve_model_source
 from tests.tiny_models import encode_qa_batch, make_tiny_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,9 +81,9 @@ def test_resume_reuses_the_processes_an_interrupted_run_finished(tmp_path, capsy
 
 def test_unknown_figure_is_refused():
     with pytest.raises(speed.SpeedError, match="unknown"):
-        speed.parse_figures("inference,nope")
+        parse_figures("inference,nope")
     with pytest.raises(speed.SpeedError, match="needs inference"):
-        speed.parse_figures("postprocess")
+        parse_figures("postprocess")
 
 
 # ------------------------------------------------------------------------------------ pure helpers
@@ -110,7 +115,7 @@ def test_gpu_figure_code_path_runs_on_cpu_with_a_tiny_electra(tmp_path, squad_di
     tiny = {"embedding_size": 16, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
             "intermediate_size": 64}
     data = {"train": str(squad_dir / "train-v2.0.first10.json.gz"), "dev20": str(squad_dir / "dev-v2.0.rebuilt.json.gz")}
-    result = speed.task_gpu({"data": data, "work": str(tmp_path), "electra_config": tiny, "batch_size": 4,
+    result = task_gpu({"data": data, "work": str(tmp_path), "electra_config": tiny, "batch_size": 4,
                              "warmup": 1, "steps": 2, "dtypes": ["float32"], "eval_questions": 20,
                              "window": {"max_seq_length": 128, "doc_stride": 32}})
     run = result["runs"]["float32"]
@@ -122,6 +127,20 @@ def test_gpu_figure_code_path_runs_on_cpu_with_a_tiny_electra(tmp_path, squad_di
 HF_PYTHON = speed.DEFAULT_HF_ENV / "bin" / "python"
 
 
+def test_hf_worker_imports_nothing_from_bench():
+    """It runs by path under the 4.57.6 environment's python, where bench is not installed; and
+    torch/transformers load inside its functions only (bench imports it with them blocked)."""
+    import ast
+
+    tree = ast.parse(HF_WORKER.read_text(encoding="utf-8"))
+    names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    names += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+    assert names and not [n for n in names if n.split(".")[0] in ("bench", "tests", "benchmarks")]
+    top_level = [alias.name for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
+                 for alias in node.names] + [node.module for node in tree.body if isinstance(node, ast.ImportFrom)]
+    assert not [n for n in top_level if n and n.split(".")[0] in ("torch", "transformers")]
+
+
 @pytest.fixture(scope="module")
 def hf_env():
     """The transformers 4.57.6 environment the benchmark uses, built here when missing (about a
@@ -131,18 +150,18 @@ def hf_env():
 
 def test_hf_worker_answers_postprocesses_and_trains(tmp_path, squad_dir, hf_env):
     model_dir = tmp_path / "qa"
-    speed.task_prepare_model({"model_path": None, "quick": True, "checkpoint": None, "out_dir": str(model_dir)})
+    task_prepare_model({"model_path": None, "quick": True, "checkpoint": None, "out_dir": str(model_dir)})
     questions = tmp_path / "questions.json"
     request = {"model_dir": str(model_dir), "data": str(squad_dir / "dev-v1.1.rebuilt.json.gz"), "questions": 3,
                "questions_file": str(questions), "logits_file": str(tmp_path / "logits.npz"), **speed.WINDOW}
-    ours = speed.task_inference(request)
-    env = speed.child_environment(1)
+    ours = task_inference(request)
+    env = child_environment(1)
 
     def worker(task_request: dict) -> dict:
         path = tmp_path / f"{task_request['task']}.json"
         path.write_text(json.dumps({**task_request, "model_dir": str(model_dir), **speed.WINDOW}))
         result = tmp_path / f"{task_request['task']}.result.json"
-        subprocess.run([str(HF_PYTHON), str(speed.HF_WORKER), str(path), str(result)], env=env, check=True,
+        subprocess.run([str(HF_PYTHON), str(HF_WORKER), str(path), str(result)], env=env, check=True,
                        timeout=600)
         return json.loads(result.read_text())
 
@@ -218,14 +237,17 @@ def test_predict_windows_accepts_batches_wider_than_every_window(bert_tokenizer,
     from bench.core.features import FeatureParams, build_features
     from bench.run.pipeline import subset
     from bench.backends.torch.inference import predict_windows
+    from bench.run.helpers import EvalBatching
 
     model_dir = make_tiny_model_dir("bert", tmp_path / "bert")
     model = build_qa_model(resolve_model_source("bert", str(model_dir)), head="basic").eval()
     dataset = subset(load_squad(squad_dir / "xquad.en.json.gz"), 6, seed=0)
     features = build_features(dataset.examples, bert_tokenizer, FeatureParams(max_seq_length=384), is_training=False)
     rows = np.arange(len(features))
-    plain = predict_windows(model, features, rows, batch_size=4, pad_id=0, device=torch.device("cpu"), round_to=1)
-    wide = predict_windows(model, features, rows, batch_size=4, pad_id=0, device=torch.device("cpu"), round_to=256)
+    plain = predict_windows(model, features, rows, EvalBatching(head="basic", batch_size=4, pad_id=0, round_to=1),
+                            device=torch.device("cpu"))
+    wide = predict_windows(model, features, rows, EvalBatching(head="basic", batch_size=4, pad_id=0, round_to=256),
+                           device=torch.device("cpu"))
     inside = np.arange(plain["start_logits"].shape[1])[None, :] < features.lengths[:, None]   # never read past it
     for name in ("start_logits", "end_logits"):
         np.testing.assert_allclose(wide[name][inside], plain[name][inside], atol=1e-4)

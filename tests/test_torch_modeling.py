@@ -9,31 +9,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from bench.backends.torch.modeling import (MASKED_LOGIT, ModelSourceError, QAModel, build_qa_model,  # noqa: E402
+from bench.backends.torch.heads import MASKED_LOGIT  # noqa: E402
+from bench.backends.torch.modeling import (ModelSourceError, QAModel, build_qa_model,  # noqa: E402
                                           inference_model, load_tokenizer, quantize_dynamic_int8,
                                           resolve_model_source)
-from tests.tiny_models import TINY_FAMILIES, encode_qa_batch, tiny_model_dirs  # noqa: E402
+from tests.squad_samples import CONTEXTS, QUESTIONS  # noqa: E402
+from tests.tiny_models import TINY_FAMILIES, encode_qa_batch  # noqa: E402
 
-QUESTIONS = ["When was the tower built?", "Who designed the bridge over the river?",
-             "What colour is the sky?", "Where is the museum?"]
-CONTEXTS = ["The tower was built in 1889 by a team of engineers for the world fair in the city.",
-            "The bridge over the river was designed by a young architect from the northern province.",
-            "On a clear day the sky is blue, but at sunset it turns orange and then deep red.",
-            "The museum stands in the old town square, next to the cathedral and the town hall."]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test machines' two cores are shared: one intra-op thread avoids spinning against other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory, roberta_tokenizer_dir):
-    return tiny_model_dirs(tmp_path_factory, roberta_tokenizer_dir)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

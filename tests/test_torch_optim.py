@@ -14,7 +14,7 @@ from bench.backends.torch.modeling import build_qa_model, resolve_model_source  
 from bench.backends.torch.optim import (build_optimizer, build_param_groups, build_scheduler,  # noqa: E402
                                        lr_multipliers)
 from bench.run.training_rules import linear_schedule, warmup_updates  # noqa: E402
-from tests.tiny_models import TINY_FAMILIES, tiny_model_dirs  # noqa: E402
+from tests.tiny_models import TINY_FAMILIES  # noqa: E402
 
 D = 0.8
 
@@ -28,19 +28,7 @@ LAYER_PREFIX = {"bert": "encoder.layer", "roberta": "encoder.layer", "mobilebert
                 "electra": "encoder.layer", "distilbert": "transformer.layer",
                 "albert": "encoder.albert_layer_groups"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The test machines' two cores are shared: one intra-op thread avoids spinning against other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory, roberta_tokenizer_dir):
-    return tiny_model_dirs(tmp_path_factory, roberta_tokenizer_dir)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Offline builders of tiny tokenizers (and, with the torch backend, tiny models) for tests."""
+"""Offline builders of tiny tokenizers for tests (the tiny models themselves: ``tests.tiny_models``)."""
 from __future__ import annotations
 
 import gzip

@@ -4,7 +4,8 @@ Each folder looks like a hub checkpoint (``config.json`` + ``model.safetensors``
 tokenizer files), so the torch backend loads it through the same path as a real
 ``--model_path``. The BERT-like families share the real bert-base-uncased
 WordPiece tokenizer shipped with all-MiniLM-L6-v2; RoBERTa uses the tiny
-byte-level BPE of ``tests.tiny.build_roberta_tokenizer_dir``.
+byte-level BPE of ``tests.tiny.build_roberta_tokenizer_dir``. Tests get the folders from the
+``tiny_model`` and ``tiny_dirs`` fixtures (``tests/conftest.py``), built once per session.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir
 
-__all__ = ["TINY_FAMILIES", "make_tiny_model_dir", "tiny_model_dirs", "tiny_config", "encode_qa_batch"]
+__all__ = ["TINY_FAMILIES", "make_tiny_model_dir", "tiny_config", "encode_qa_batch"]
 
 TINY_FAMILIES = ("bert", "albert", "electra", "mobilebert", "roberta", "distilbert")
 
@@ -70,20 +71,6 @@ def make_tiny_model_dir(family: str, out_dir: Path, *, roberta_tokenizer_dir: Pa
         vocab_size = BERT_VOCAB_SIZE
     _save_random_model(tiny_config(family, vocab_size, dropout), out_dir, seed)
     return out_dir
-
-
-_BUILT_DIRS: dict[str, dict[str, Path]] = {}
-
-
-def tiny_model_dirs(tmp_path_factory, roberta_tokenizer_dir: Path) -> dict[str, Path]:
-    """One tiny model folder per family, built once per test session and shared by the test modules."""
-    key = str(roberta_tokenizer_dir)
-    if key not in _BUILT_DIRS:
-        root = tmp_path_factory.mktemp("tiny_models")
-        _BUILT_DIRS[key] = {family: make_tiny_model_dir(family, root / family,
-                                                        roberta_tokenizer_dir=roberta_tokenizer_dir)
-                            for family in TINY_FAMILIES}
-    return _BUILT_DIRS[key]
 
 
 def _copy_wordpiece_tokenizer(out_dir: Path) -> None:

@@ -8,7 +8,7 @@ only dispatches, importing the module when its subcommand is asked for, so
     squad-bench run --model_name google_electra_small --do_train --do_eval ...
     squad-bench evaluate dev-v2.0.json predictions.json --na-prob-file na_prob.json
     squad-bench report --runs runs/ --out reports/
-    squad-bench gen-commands
+    squad-bench launch electra_base 1 2.0 float16
     squad-bench demo
     squad-bench speed --quick
 """
@@ -22,9 +22,10 @@ SUBCOMMANDS = {
     "run": ("bench.apps.run", "fine-tune and/or evaluate a model (GluonNLP run_squad.py flags)"),
     "evaluate": ("bench.apps.evaluate", "score a predictions file (drop-in for the official scripts)"),
     "report": ("bench.apps.report", "regenerate the comparison report from results.json files"),
-    "gen-commands": ("bench.apps.gen_commands", "render commands/run_squad2_<model>.sh from the presets"),
+    "launch": ("bench.apps.launch", "run a recipe (preset) on this machine, as commands/*.sh do"),
     "demo": ("bench.apps.demo", "fine-tune a real small BERT offline and report (about 8 minutes on 2 cores)"),
     "speed": ("bench.apps.speed", "speed benchmark against the Hugging Face baselines"),
+    "flag-docs": ("bench.apps.flag_docs", "write docs/flags.md from the flag table (--check: exit 1 if stale)"),
 }
 
 

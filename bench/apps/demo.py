@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.apps import cli
 from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir, shared_squad_dir
 from bench.run.registry import BackendUnavailable, get_backend
 from bench.core.flags import config_from_dict
@@ -62,15 +63,6 @@ def demo_data_files(data_dir: str | None) -> tuple[Path, Path]:
     return find_squad_file(data_dir, "train", "1.1"), find_squad_file(data_dir, "dev", "1.1")
 
 
-def default_dtype() -> str:
-    import torch
-    if torch.cuda.is_available():
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    # Native bf16 (AVX512-BF16 / AMX) doubles CPU training speed; emulated bf16 is slower than fp32.
-    return "bfloat16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() \
-        else "float32"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,23 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, BackendUnavailable) as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 2
-    import torch
     run_dir = Path(args.output_dir) / "run"
     config = config_from_dict({
         **DEMO_FLAGS, "do_train": True, "do_eval": True, "model_path": str(model_dir),
         "train_file": str(train_file), "dev_file": str(dev_file), "output_dir": str(run_dir),
-        "epochs": args.epochs, "lr": args.lr, "dtype": args.dtype or default_dtype(),
+        "epochs": args.epochs, "lr": args.lr, "dtype": args.dtype or backend.default_dtype(),
         "max_train_samples": args.max_train_samples, "max_eval_samples": args.max_eval_samples,
-        "gpus": "0" if torch.cuda.is_available() else "-1",
+        "gpus": "0" if backend.has_accelerator() else "-1",
         "cache_dir": str(Path(args.output_dir) / "feature_cache"),
     })
     started = time.perf_counter()
     status = backend.main(config)
     if status:
         return status
-    from bench.apps.report import main as report_main
     report_dir = Path(args.output_dir) / "report"
-    report_main(["--runs", str(run_dir), "--out", str(report_dir)])
+    # Through the command dispatcher: applications never import one another.
+    cli.main(["report", "--runs", str(run_dir), "--out", str(report_dir)])
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s\n"
           f"  run (predictions, checkpoints, results.json): {run_dir}\n"
           f"  report: {report_dir / 'README.md'}")

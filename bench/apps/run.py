@@ -18,9 +18,13 @@ Examples::
 
     # several seeds into runs/x/seed_<s>/
     python -m bench.run_squad ... --seeds 1,2,3
+
+    # a recipe of bench.core.presets (model and hyperparameters); explicit flags win
+    python -m bench.run_squad --preset electra_small --data_dir squad --epochs 1 --output_dir runs/x
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import sys
@@ -29,6 +33,7 @@ from pathlib import Path
 from bench.run.registry import get_backend
 from bench.core.flags import build_run_parser, config_from_dict, parse_seeds
 from bench.core.errors import BenchError
+from bench.core.presets import PRESETS, get_preset, preset_run_flags
 
 
 def per_seed_configs(config) -> list:
@@ -40,11 +45,35 @@ def per_seed_configs(config) -> list:
             for seed in parse_seeds(config.seeds)]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The run flags (bench.core.flags) plus ``--preset NAME``."""
+    parser = build_run_parser()
+    parser.add_argument("--preset", metavar="NAME",
+                        help="start from a recipe of bench.core.presets (its model and flags); flags given "
+                             f"on the command line win. One of: {', '.join(PRESETS)}")
+    return parser
+
+
+def config_from_argv(argv: list[str] | None = None):
+    """Parse and validate the command line into a RunConfig.
+
+    With ``--preset NAME`` the preset's values become the parser's defaults and the command line
+    is parsed again, so every flag given explicitly wins (an unknown name is an UnknownPresetError).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.preset is not None:
+        parser.set_defaults(**preset_run_flags(get_preset(args.preset)))
+        args = parser.parse_args(argv)
+    values = vars(args)
+    del values["preset"]
+    return config_from_dict(values)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_run_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = config_from_dict(vars(args))
+        config = config_from_argv(argv)
         backend = get_backend(config.backend)
         for seed_config in per_seed_configs(config):
             status = backend.main(seed_config)

@@ -2,19 +2,24 @@
 
 The flag names and defaults are GluonNLP's ``scripts/question_answering/run_squad.py``
 so its published commands run unchanged; the additions are marked ``gluon=False``.
-``bench.run_squad`` (the CLI), ``bench.core.presets`` (the recipes), the generated
-``commands/*.sh`` and the demo all read this table, so a flag exists in one place.
+The table is the ``RunConfig`` dataclass: one field per flag, so type checkers see every
+flag. The run script's parser, the presets, ``squad-bench launch``, the demo and the
+generated flag reference (docs/flags.md) all read it, so a flag exists in one place.
+Which heads and losses exist is the registries' (``bench.core.heads``, ``bench.core.losses``).
 """
 from __future__ import annotations
 
 import argparse
 import ast
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 from bench.core.errors import BenchError
+from bench.core.heads import get_head
+from bench.core.losses import get_loss
 from bench.core.models import get_model_spec
 
-__all__ = ["Flag", "FLAGS", "FLAG_BY_NAME", "config_to_dict", "RunConfig", "ConfigError", "build_run_parser", "config_from_args",
+__all__ = ["Flag", "FLAGS", "FLAG_BY_NAME", "config_to_dict", "RunConfig", "ConfigError", "build_run_parser",
+           "config_from_args",
            "config_from_dict", "parse_adam_betas", "COMM_BACKENDS"]
 
 COMM_BACKENDS = ("device", "horovod", "torchrun", "dist", "dist_sync_device")
@@ -35,91 +40,112 @@ class Flag:
     store_true: bool = False
 
 
-def _f(name, type_, default, help_, **kw) -> Flag:
-    return Flag(name, type_, default, help_, **kw)
+_ARG_TYPES = {"str": str, "int": int, "float": float}
 
 
-FLAGS: tuple[Flag, ...] = (
+def _flag(default, help_: str, *, gluon: bool = True, choices: tuple | None = None):
+    """A RunConfig field: ``--<field name>`` with this default and help (gluon: GluonNLP has it)."""
+    return field(default=default, metadata={"help": help_, "gluon": gluon, "choices": choices})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Validated values of every run flag: the flag table itself (one field = one ``--flag``).
+
+    Each field's ``_flag`` metadata holds its help, whether GluonNLP's run_squad.py has it, and
+    its choices; ``FLAGS`` (below) is the same table as ``Flag`` rows for the parser and the docs.
+    """
     # what to run
-    _f("model_name", str, "google_albert_base_v2", "registered model name (bench.core.models)"),
-    _f("do_train", None, False, "fine-tune", store_true=True),
-    _f("do_eval", None, False, "evaluate on the dev set", store_true=True),
-    _f("data_dir", str, "squad", "folder with train-v{V}.json / dev-v{V}.json (see prepare-data)"),
-    _f("version", str, "2.0", "SQuAD version", choices=("1.1", "2.0")),
-    _f("output_dir", str, "squad_out", "where checkpoints, predictions and results.json go"),
+    model_name: str = _flag('google_albert_base_v2', 'registered model name (bench.core.models)')
+    do_train: bool = _flag(False, 'fine-tune')
+    do_eval: bool = _flag(False, 'evaluate on the dev set')
+    data_dir: str = _flag('squad', 'folder with train-v{V}.json / dev-v{V}.json (see prepare-data)')
+    version: str = _flag('2.0', 'SQuAD version', choices=('1.1', '2.0'))
+    output_dir: str = _flag('squad_out', 'where checkpoints, predictions and results.json go')
     # communication
-    _f("comm_backend", str, "device", "device: one process per --gpus entry; horovod: under horovodrun; "
-       "torchrun (alias dist, dist_sync_device): under torchrun", choices=COMM_BACKENDS),
-    _f("gpus", str, "0", "GPUs to use, e.g. 0 or 0,1,2,3; -1 = CPU (CPU is used anyway when no GPU exists)"),
+    comm_backend: str = _flag('device',
+        'device: one process per --gpus entry; horovod: under horovodrun; torchrun (alias dist, '
+        'dist_sync_device): under torchrun', choices=COMM_BACKENDS)
+    gpus: str = _flag('0', 'GPUs to use, e.g. 0 or 0,1,2,3; -1 = CPU (CPU is used anyway when no GPU exists)')
     # training hyperparameters
-    _f("seed", int, 100, "random seed"),
-    _f("log_interval", int, 50, "log every N optimizer updates"),
-    _f("eval_log_interval", int, 10, "log every N evaluation batches"),
-    _f("save_interval", int, None, "save a checkpoint every N updates (default: every epoch)"),
-    _f("max_saved_ckpt", int, 5, "keep at most this many checkpoints (newest)"),
-    _f("epochs", float, 3.0, "number of epochs (ignored when --num_train_steps is set)"),
-    _f("num_train_steps", int, None, "number of optimizer updates; overrides --epochs"),
-    _f("batch_size", int, 8, "training windows per device per micro-batch"),
-    _f("eval_batch_size", int, 16, "evaluation windows per device per batch"),
-    _f("num_accumulated", int, 1, "micro-batches accumulated per optimizer update"),
-    _f("max_grad_norm", float, 1.0, "clip the global gradient norm to this value"),
-    _f("optimizer", str, "adamw", "optimizer", choices=("adamw",)),
-    _f("adam_epsilon", float, 1e-6, "AdamW epsilon"),
-    _f("adam_betas", str, "(0.9, 0.999)", "AdamW betas, e.g. '(0.9, 0.999)'"),
-    _f("lr", float, 2e-5, "peak learning rate"),
-    _f("warmup_ratio", float, 0.1, "fraction of updates spent in linear warm-up"),
-    _f("warmup_steps", int, None, "warm-up updates; overrides --warmup_ratio"),
-    _f("wd", float, 0.01, "weight decay (never applied to biases and LayerNorm weights)"),
-    _f("layerwise_decay", float, -1.0, "layer-wise LR decay factor d in (0, 1]; <= 0 disables"),
-    _f("untunable_depth", float, -1, "freeze the embeddings and this many lowest layers; < 0 disables"),
-    _f("classifier_dropout", float, 0.1, "dropout in the QA head"),
+    seed: int = _flag(100, 'random seed')
+    log_interval: int = _flag(50, 'log every N optimizer updates')
+    eval_log_interval: int = _flag(10, 'log every N evaluation batches')
+    save_interval: int | None = _flag(None, 'save a checkpoint every N updates (default: every epoch)')
+    max_saved_ckpt: int = _flag(5, 'keep at most this many checkpoints (newest)')
+    epochs: float = _flag(3.0, 'number of epochs (ignored when --num_train_steps is set)')
+    num_train_steps: int | None = _flag(None, 'number of optimizer updates; overrides --epochs')
+    batch_size: int = _flag(8, 'training windows per device per micro-batch')
+    eval_batch_size: int = _flag(16, 'evaluation windows per device per batch')
+    num_accumulated: int = _flag(1, 'micro-batches accumulated per optimizer update')
+    max_grad_norm: float = _flag(1.0, 'clip the global gradient norm to this value')
+    optimizer: str = _flag('adamw', 'optimizer', choices=('adamw',))
+    adam_epsilon: float = _flag(1e-06, 'AdamW epsilon')
+    adam_betas: str = _flag('(0.9, 0.999)', "AdamW betas, e.g. '(0.9, 0.999)'")
+    lr: float = _flag(2e-05, 'peak learning rate')
+    warmup_ratio: float = _flag(0.1, 'fraction of updates spent in linear warm-up')
+    warmup_steps: int | None = _flag(None, 'warm-up updates; overrides --warmup_ratio')
+    wd: float = _flag(0.01, 'weight decay (never applied to biases and LayerNorm weights)')
+    layerwise_decay: float = _flag(-1.0, 'layer-wise LR decay factor d in (0, 1]; <= 0 disables')
+    untunable_depth: float = _flag(-1, 'freeze the embeddings and this many lowest layers; < 0 disables')
+    classifier_dropout: float = _flag(0.1, 'dropout in the QA head')
     # data pre/post-processing
-    _f("max_seq_length", int, 512, "tokens per window"),
-    _f("doc_stride", int, 128, "window stride (see --stride_mode)"),
-    _f("max_query_length", int, 64, "questions are truncated to this many tokens"),
-    _f("pre_shuffle_seed", int, 100, "seed of the one-off shuffle of the training windows"),
-    _f("round_to", int, None, "pad batch lengths up to a multiple of this"),
-    _f("overwrite_cache", None, False, "rebuild cached features", store_true=True),
+    max_seq_length: int = _flag(512, 'tokens per window')
+    doc_stride: int = _flag(128, 'window stride (see --stride_mode)')
+    max_query_length: int = _flag(64, 'questions are truncated to this many tokens')
+    pre_shuffle_seed: int = _flag(100, 'seed of the one-off shuffle of the training windows')
+    round_to: int | None = _flag(None, 'pad batch lengths up to a multiple of this')
+    overwrite_cache: bool = _flag(False, 'rebuild cached features')
     # evaluation
-    _f("start_top_n", int, 5, "conditional head: start candidates per window"),
-    _f("end_top_n", int, 5, "conditional head: end candidates per start"),
-    _f("n_best_size", int, 20, "n-best answers kept per question"),
-    _f("max_answer_length", int, 30, "longest answer, in tokens"),
-    _f("param_checkpoint", str, None, "fine-tuned checkpoint to evaluate (.safetensors)"),
-    _f("backbone_path", str, None, "backbone weights to start from (.safetensors), overriding the pretrained ones"),
-    _f("all_evaluate", None, False, "evaluate every kept checkpoint and pick the best", store_true=True),
-    _f("dtype", str, "float32", "compute precision: float16 (AMP + loss scaling), bfloat16 (autocast), "
-       "int8 (evaluation only, CPU dynamic quantization)", choices=("float32", "float16", "bfloat16", "int8")),
+    start_top_n: int = _flag(5, 'conditional head: start candidates per window')
+    end_top_n: int = _flag(5, 'conditional head: end candidates per start')
+    n_best_size: int = _flag(20, 'n-best answers kept per question')
+    max_answer_length: int = _flag(30, 'longest answer, in tokens')
+    param_checkpoint: str | None = _flag(None, 'fine-tuned checkpoint to evaluate (.safetensors)')
+    backbone_path: str | None = _flag(None,
+        'backbone weights to start from (.safetensors), overriding the pretrained ones')
+    all_evaluate: bool = _flag(False, 'evaluate every kept checkpoint and pick the best')
+    dtype: str = _flag('float32',
+        'compute precision: float16 (AMP + loss scaling), bfloat16 (autocast), int8 (evaluation only, CPU '
+        'dynamic quantization)', choices=('float32', 'float16', 'bfloat16', 'int8'))
     # SQuAD Bench additions
-    _f("backend", str, "torch", "framework backend", gluon=False, choices=("torch", "mxnet")),
-    _f("model_path", str, None, "local Hugging Face model folder (config, weights, tokenizer)", gluon=False),
-    _f("train_file", str, None, "training file (.json or .json.gz), overrides --data_dir", gluon=False),
-    _f("dev_file", str, None, "dev file (.json or .json.gz), overrides --data_dir", gluon=False),
-    _f("head", str, "conditional", "QA head", gluon=False, choices=("conditional", "basic")),
-    _f("stride_mode", str, "step", "step: --doc_stride is the distance between window starts (BERT, GluonNLP); "
-       "overlap: tokens shared by consecutive windows (Hugging Face)", gluon=False, choices=("step", "overlap")),
-    _f("max_train_samples", int, None, "train on a reproducible random subset of questions", gluon=False),
-    _f("max_eval_samples", int, None, "evaluate on a reproducible random subset of questions", gluon=False),
-    _f("null_score_diff_threshold", float, 0.0, "v2: predict no answer when null score - best span score "
-       "exceeds this", gluon=False),
-    _f("resume", None, False, "continue from the newest checkpoint in --output_dir", gluon=False,
-       store_true=True),
-    _f("seeds", str, None, "comma-separated seeds: run once per seed into <output_dir>/seed_<s>", gluon=False),
-    _f("cache_dir", str, None, "feature cache folder (default: <output_dir>/../.feature_cache)", gluon=False),
-    _f("max_train_windows_per_epoch", int, None, "cap on training windows per epoch (debugging)", gluon=False),
-    _f("length_grouping", None, False, "group training windows of similar length into batches "
-       "(less padding; changes batch composition)", gluon=False, store_true=True),
-    _f("compile", None, False, "compile the backbone with torch.compile (worth it on GPUs; slow to start)",
-       gluon=False, store_true=True),
-)
+    backend: str = _flag('torch', 'framework backend (a name in bench.run.registry: torch, mxnet)', gluon=False)
+    model_path: str | None = _flag(None, 'local Hugging Face model folder (config, weights, tokenizer)', gluon=False)
+    train_file: str | None = _flag(None, 'training file (.json or .json.gz), overrides --data_dir', gluon=False)
+    dev_file: str | None = _flag(None, 'dev file (.json or .json.gz), overrides --data_dir', gluon=False)
+    head: str = _flag('conditional', 'QA head (a name in bench.core.heads: conditional, basic, ...)', gluon=False)
+    loss: str = _flag('ce', 'training loss of the head (a name in bench.core.losses)', gluon=False)
+    stride_mode: str = _flag('step',
+        'step: --doc_stride is the distance between window starts (BERT, GluonNLP); overlap: tokens shared by'
+        ' consecutive windows (Hugging Face)', gluon=False, choices=('step', 'overlap'))
+    max_train_samples: int | None = _flag(None, 'train on a reproducible random subset of questions', gluon=False)
+    max_eval_samples: int | None = _flag(None, 'evaluate on a reproducible random subset of questions', gluon=False)
+    null_score_diff_threshold: float = _flag(0.0,
+        'v2: predict no answer when null score - best span score exceeds this', gluon=False)
+    resume: bool = _flag(False, 'continue from the newest checkpoint in --output_dir', gluon=False)
+    seeds: str | None = _flag(None,
+        'comma-separated seeds: run once per seed into <output_dir>/seed_<s>', gluon=False)
+    cache_dir: str | None = _flag(None, 'feature cache folder (default: <output_dir>/../.feature_cache)', gluon=False)
+    max_train_windows_per_epoch: int | None = _flag(None,
+        'cap on training windows per epoch (debugging)', gluon=False)
+    length_grouping: bool = _flag(False,
+        'group training windows of similar length into batches (less padding; changes batch composition)',
+        gluon=False)
+    compile: bool = _flag(False,
+        'compile the backbone with torch.compile (worth it on GPUs; slow to start)', gluon=False)
 
+
+def _flag_row(f) -> Flag:
+    meta = f.metadata
+    annotation = str(f.type)
+    store_true = annotation == "bool"
+    kind = None if store_true else _ARG_TYPES[annotation.split(" | ")[0]]
+    return Flag(f.name, kind, f.default, meta["help"], gluon=meta["gluon"], choices=meta["choices"],
+                store_true=store_true)
+
+
+FLAGS: tuple[Flag, ...] = tuple(_flag_row(f) for f in fields(RunConfig))
 FLAG_BY_NAME = {flag.name: flag for flag in FLAGS}
-
-RunConfig = dataclass(frozen=True)(type("RunConfig", (), {
-    "__annotations__": {flag.name: Any for flag in FLAGS},
-    **{flag.name: flag.default for flag in FLAGS},
-    "__doc__": "Validated values of every run flag (see FLAGS for meanings and defaults).",
-}))
 
 
 def build_run_parser(prog: str = "python -m bench.run_squad") -> argparse.ArgumentParser:
@@ -176,10 +202,18 @@ def validate(config) -> None:
     _check(not (config.dtype == "int8" and config.do_train),
            "--dtype int8 is for evaluation only (dynamic quantization); train in float32/bfloat16/float16")
     parse_adam_betas(config.adam_betas)
+    _validate_head_and_loss(config)
     if config.model_path is None:
         get_model_spec(config.model_name)       # unknown names fail here, with the closest matches
     if config.seeds is not None:
         parse_seeds(config.seeds)
+
+
+def _validate_head_and_loss(config) -> None:
+    head = get_head(config.head)            # unknown names fail here, listing the registered ones
+    get_loss(config.loss)
+    _check(config.loss in head.losses, f"--loss {config.loss} does not apply to --head {config.head}, which "
+           f"trains with: {', '.join(head.losses)}")
 
 
 def parse_seeds(text: str) -> list[int]:

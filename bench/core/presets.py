@@ -4,8 +4,9 @@ GluonNLP wrote a ``*_cfg()`` function per model on top of ``base_cfg()`` and
 rendered ``commands/run_squad2_<model>.sh`` from them; this module keeps that
 shape (``_derive`` from ``BASE_FLAGS``) but the values are plain run flags
 checked against ``bench.core.flags.FLAGS``, so a recipe cannot name a flag the run
-script does not have. ``bench.apps.gen_commands`` renders the shell scripts from
-here, and the reports read the reference sources named here.
+script does not have. ``squad-bench launch PRESET`` (and the ``commands/*.sh``
+wrappers of it) runs a recipe, ``--preset NAME`` on the run script starts from one,
+and the reports read the reference sources named here.
 
 Batch sizes are per GPU, as in GluonNLP: the global batch is
 ``batch_size * num_accumulated * num_gpus`` (see ``global_batch``).
@@ -152,7 +153,7 @@ def global_batch(preset: Preset) -> int:
 
 
 def preset_run_flags(preset: Preset) -> dict[str, Any]:
-    """The recipe as run flags, model included (what a generated script passes)."""
+    """The recipe as run flags, model included (``--preset``'s defaults; what ``launch`` passes)."""
     return {"model_name": preset.model_name, **preset.flags}
 
 

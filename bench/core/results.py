@@ -12,7 +12,7 @@ Schema ``squad-bench/results/v1`` (keys marked * may be null)::
     created           str            ISO-8601 UTC time the record was written
     model             {name, source, family, num_parameters}
     backend           "torch" | "mxnet"
-    head              "conditional" | "basic"
+    head              a head registry name (bench.core.heads: "conditional", "basic", ...)
     squad_version     "1.1" | "2.0"
     seed              int
     dtype             "float32" | "float16" | "bfloat16" | "int8"
@@ -39,6 +39,7 @@ from typing import Any
 
 from bench.core.io_utils import atomic_write_json, read_json_file
 from bench.core.errors import BenchError
+from bench.core.heads import HEADS
 
 __all__ = ["SCHEMA", "ResultsError", "validate_results", "load_results", "write_results",
            "find_results", "utc_now"]
@@ -62,7 +63,7 @@ _NESTED_REQUIRED = {
     "timing": ("eval_seconds",),
 }
 _CHOICES = {
-    "backend": ("torch", "mxnet"), "head": ("conditional", "basic"), "squad_version": ("1.1", "2.0"),
+    "backend": ("torch", "mxnet"), "squad_version": ("1.1", "2.0"),
     "dtype": ("float32", "float16", "bfloat16", "int8"),
 }
 
@@ -85,7 +86,7 @@ def validate_results(record: Any) -> list[str]:
         return problems
     if record["schema"] != SCHEMA:
         problems.append(f"field 'schema' is {record['schema']!r}, expected {SCHEMA!r}")
-    for key, choices in _CHOICES.items():
+    for key, choices in {**_CHOICES, "head": tuple(HEADS)}.items():
         if record[key] not in choices:
             problems.append(f"field {key!r} is {record[key]!r}, expected one of {choices}")
     for key, subkeys in _NESTED_REQUIRED.items():

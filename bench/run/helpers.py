@@ -1,7 +1,7 @@
 """Framework-free helpers of a run that every backend uses.
 
-Evaluation output arrays (batching windows by length, allocating and filling the
-arrays ``bench.run.pipeline.score_outputs`` reads), training statistics and the save
+The evaluation loop (batching windows by length, filling the head's output arrays that
+``bench.run.pipeline.score_outputs`` reads), training statistics and the save
 rule, the feature-cache folder, progress bars, the run's log file and its summary.
 Nothing here imports a framework.
 """
@@ -19,40 +19,56 @@ from typing import Callable, Iterator
 import numpy as np
 
 from bench.core.features import Features, batch_arrays
+from bench.core.heads import allocate_outputs
 
-__all__ = ["PAD_LOGIT", "CPU_WARNING_WINDOWS", "predict_in_batches", "batches_by_length", "allocate_outputs",
-           "store_rows", "TrainStats", "log_update",
+__all__ = ["CPU_WARNING_WINDOWS", "EvalBatching", "predict_in_batches", "batches_by_length", "store_rows", "TrainStats", "log_update",
            "should_save", "feature_cache_dir", "progress_factory", "print_summary", "run_log"]
 
 logger = logging.getLogger("bench.run")
 
-# Large negative but finite in float16, for positions outside a window.
-PAD_LOGIT = -1e4
 # Above this much training work (windows x epochs) a CPU-only run gets a duration estimate first.
 CPU_WARNING_WINDOWS = 20_000
 
 
 # ---------------------------------------------------------------------------------------- evaluation
-def predict_in_batches(features: Features, indices: np.ndarray, predict_batch: Callable[[dict], dict], *,
-                       head: str, batch_size: int, pad_id: int, round_to: int | None, start_top_n: int,
-                       end_top_n: int, log_interval: int = 10, progress=None) -> dict[str, np.ndarray]:
+@dataclass(frozen=True)
+class EvalBatching:
+    """How evaluation windows are batched and what the head is asked for (from the run flags)."""
+    head: str
+    batch_size: int
+    pad_id: int
+    round_to: int | None = None
+    start_top_n: int = 5
+    end_top_n: int = 5
+    log_interval: int = 10
+
+    @classmethod
+    def from_config(cls, config, pad_id: int) -> "EvalBatching":
+        return cls(head=config.head, batch_size=config.eval_batch_size, pad_id=pad_id, round_to=config.round_to,
+                   start_top_n=config.start_top_n, end_top_n=config.end_top_n, log_interval=config.eval_log_interval)
+
+
+def predict_in_batches(features: Features, indices: np.ndarray, predict_batch: Callable[[dict], dict],
+                       batching: EvalBatching, progress=None) -> dict[str, np.ndarray]:
     """The evaluation loop of every backend: windows ``indices`` longest first, in batches.
 
     ``predict_batch(arrays)`` runs the model on one batch (``batch_arrays``' numpy inputs) and
-    returns numpy outputs in the head's format; the rows of the result follow ``indices``' order.
+    returns numpy outputs in the head's format (``bench.core.heads``); the rows of the result
+    follow ``indices``' order.
     """
     indices = np.asarray(indices)
     width = int(features.lengths.max()) if len(features) else 1
-    outputs = allocate_outputs(head, len(indices), width, start_top_n, end_top_n)
+    outputs = allocate_outputs(batching.head, len(indices), width, batching.start_top_n, batching.end_top_n)
     row_of = {int(feature): row for row, feature in enumerate(indices)}
-    batches = batches_by_length(features, indices, batch_size)
+    batches = batches_by_length(features, indices, batching.batch_size)
     started = time.perf_counter()
     for step, batch_indices in enumerate(batches, 1):
-        result = predict_batch(batch_arrays(features, batch_indices, pad_id=pad_id, round_to=round_to))
-        store_rows(outputs, result, np.fromiter((row_of[int(i)] for i in batch_indices), np.int64, len(batch_indices)))
+        arrays = batch_arrays(features, batch_indices, pad_id=batching.pad_id, round_to=batching.round_to)
+        rows = np.fromiter((row_of[int(i)] for i in batch_indices), np.int64, len(batch_indices))
+        store_rows(outputs, predict_batch(arrays), rows)
         if progress is not None:
             progress.update(len(batch_indices))
-        if step % log_interval == 0:
+        if step % batching.log_interval == 0:
             rate = sum(len(b) for b in batches[:step]) / (time.perf_counter() - started)
             logger.debug("eval batch %d/%d (%.1f windows/s)", step, len(batches), rate)
     return outputs
@@ -62,18 +78,6 @@ def batches_by_length(features: Features, indices: np.ndarray, batch_size: int) 
     """Windows longest first, cut into batches: similar lengths share a batch (little padding)."""
     order = indices[np.argsort(-features.lengths[indices], kind="stable")]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def allocate_outputs(head: str, n: int, width: int, start_top_n: int, end_top_n: int) -> dict[str, np.ndarray]:
-    """Empty output arrays for ``n`` windows in the format ``bench.run.pipeline.score_outputs`` reads."""
-    if head == "basic":
-        return {"start_logits": np.full((n, width), PAD_LOGIT, np.float32),
-                "end_logits": np.full((n, width), PAD_LOGIT, np.float32)}
-    return {"start_top_index": np.zeros((n, start_top_n), np.int64),
-            "start_top_logit": np.zeros((n, start_top_n), np.float32),
-            "end_top_index": np.zeros((n, start_top_n, end_top_n), np.int64),
-            "end_top_logit": np.zeros((n, start_top_n, end_top_n), np.float32),
-            "null_score": np.zeros((n,), np.float32)}
 
 
 def store_rows(outputs: dict[str, np.ndarray], result: dict[str, np.ndarray], rows: np.ndarray) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.core.families import get_family
 from bench.core.models import ModelSpec, get_model_spec
 
 __all__ = ["ModelFolder", "ModelSourceError", "resolve_model_folder", "load_tokenizer", "HUB_PATTERNS"]
@@ -58,10 +59,8 @@ class ModelFolder:
 
     @property
     def input_style(self) -> str:
-        """Input template the checkpoint was pretrained with: "bert" or "roberta" (see bench.core.models)."""
-        if self.spec is not None and self.spec.family == self.family:
-            return self.spec.input_style
-        return "roberta" if self.family == "roberta" else "bert"
+        """Input template the checkpoint was pretrained with: "bert" or "roberta" (the family table's)."""
+        return get_family(self.family).input_style
 
 
 def resolve_model_folder(model_name: str, model_path: str | None) -> ModelFolder:

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.run.checkpoints import list_checkpoints
+from bench.core.families import get_family
+from bench.core.heads import get_head
 from bench.core.data import SquadDataset, load_squad
 from bench.run.distributed import epoch_shard
 from bench.core.scoring import evaluate
@@ -40,10 +42,8 @@ from bench.run.record import split_metrics
 logger = logging.getLogger(__name__)
 
 __all__ = ["EpochPlan", "plan_epoch", "updates_per_epoch", "total_updates", "load_datasets", "subset",
-           "feature_params", "dataset_cache_key", "selection_score", "ROBERTA_STYLE_TYPES", "score_outputs",
+           "feature_params", "dataset_cache_key", "selection_score", "score_outputs",
            "checkpoints_to_evaluate", "checkpoint_label", "BestCheckpoint", "evaluate_checkpoints"]
-
-ROBERTA_STYLE_TYPES = ("roberta", "xlm-roberta", "camembert", "longformer", "bart")
 
 
 @dataclass
@@ -124,8 +124,8 @@ def load_datasets(config) -> tuple[SquadDataset | None, SquadDataset | None]:
 
 
 def feature_params(config, model_type: str) -> FeatureParams:
-    """Window parameters from the flags; the input template from the model's type."""
-    style = "roberta" if model_type in ROBERTA_STYLE_TYPES else "bert"
+    """Window parameters from the flags; the input template from the model's family."""
+    style = get_family(model_type).input_style
     return FeatureParams(max_seq_length=config.max_seq_length, max_query_length=config.max_query_length,
                          doc_stride=config.doc_stride, stride_mode=config.stride_mode, input_style=style)
 
@@ -145,6 +145,23 @@ def selection_score(metrics: dict, version: str) -> float:
 
 
 # ------------------------------------------------------------------------------- evaluation stages
+def _logit_candidates(outputs: dict, features: Features, config):
+    """Per-position start/end scores: the best spans are searched for (BERT's post-processing)."""
+    start, end = outputs["start_logits"], outputs["end_logits"]
+    return candidates_from_logits(start, end, features, config.n_best_size), null_scores_from_logits(start, end)
+
+
+def _topk_candidates(outputs: dict, features: Features, config):
+    """The head's own start/end candidates and null score, scored as they are."""
+    candidates = candidates_from_topk(outputs["start_top_index"], outputs["start_top_logit"],
+                                      outputs["end_top_index"], outputs["end_top_logit"])
+    return candidates, outputs["null_score"]
+
+
+# A head's registry entry (bench.core.heads) names which of these reads its outputs.
+_CANDIDATES = {"logits": _logit_candidates, "topk": _topk_candidates}
+
+
 def score_outputs(config, dataset: SquadDataset, features: Features, outputs: dict[str, np.ndarray]):
     """Head outputs of every window (gathered, in feature order) -> answers -> scores.
 
@@ -152,14 +169,7 @@ def score_outputs(config, dataset: SquadDataset, features: Features, outputs: di
     and ``null_score`` (conditional head). Returns ``(metrics, predictions)`` where metrics is
     ``{"fixed": scores at --null_score_diff_threshold, "tuned": v2.0 dev-tuned scores or None}``.
     """
-    if "start_logits" in outputs:
-        candidates = candidates_from_logits(outputs["start_logits"], outputs["end_logits"], features,
-                                            config.n_best_size)
-        null_scores = null_scores_from_logits(outputs["start_logits"], outputs["end_logits"])
-    else:
-        candidates = candidates_from_topk(outputs["start_top_index"], outputs["start_top_logit"],
-                                          outputs["end_top_index"], outputs["end_top_logit"])
-        null_scores = outputs["null_score"]
+    candidates, null_scores = _CANDIDATES[get_head(config.head).postprocess_input](outputs, features, config)
     predictions = postprocess(dataset, features, candidates, null_scores, n_best_size=config.n_best_size,
                               max_answer_length=config.max_answer_length,
                               null_score_diff_threshold=config.null_score_diff_threshold,

@@ -10,6 +10,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import bench
@@ -18,8 +19,6 @@ from bench.core.results import SCHEMA, utc_now, write_results
 
 __all__ = ["library_versions", "git_commit", "hardware_info", "split_metrics", "build_record",
            "write_run_outputs"]
-
-TUNED_KEYS = ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")
 
 
 def library_versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -122,9 +121,27 @@ def _timing_record(train_info: dict, eval_info: dict | None, world_size: int) ->
             "updates": train_info.get("updates"), "skipped_updates": train_info.get("skipped_updates")}
 
 
-def write_run_outputs(config, output_dir: Path, *, model_info: dict, world_size: int, train_info: dict | None,
-                      eval_info: dict | None, train, dev, num_eval_features: int | None, memory: dict,
-                      versions: dict, hardware: dict) -> dict:
+@dataclass(frozen=True)
+class RunFacts:
+    """What results.json records about the machine and libraries of a run (the backend's to say)."""
+    memory: dict
+    versions: dict
+    hardware: dict
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What one run produced: the model it ran, its training and evaluation records, its data."""
+    model_info: dict
+    world_size: int
+    train_info: dict | None
+    eval_info: dict | None
+    train: object               # SquadDataset or None
+    dev: object                 # SquadDataset or None
+    num_eval_features: int | None
+
+
+def write_run_outputs(config, output_dir: Path, outcome: RunOutcome, facts: RunFacts) -> dict:
     """Write the best checkpoint's predictions, ``best_results.json`` and ``results.json``.
 
     A training-only run (no metrics) writes its record as ``train_results.json``: reports read
@@ -133,6 +150,7 @@ def write_run_outputs(config, output_dir: Path, *, model_info: dict, world_size:
     from bench.core.postprocess import write_predictions
 
     output_dir = Path(output_dir)
+    eval_info, world_size = outcome.eval_info, outcome.world_size
     metrics = {"fixed": None, "tuned": None, "best_checkpoint": None}
     if eval_info:
         write_predictions(output_dir, eval_info["predictions"])
@@ -140,13 +158,13 @@ def write_run_outputs(config, output_dir: Path, *, model_info: dict, world_size:
         atomic_write_json(output_dir / "best_results.json",
                           {**eval_info["metrics"]["fixed"], **_tuned_as_official(eval_info["metrics"]["tuned"]),
                            "best_checkpoint": eval_info["checkpoint"]})
-    train_info = train_info or {}
+    train_info = outcome.train_info or {}
     record = build_record(
-        config=config, model=model_info, world_size=world_size,
+        config=config, model=outcome.model_info, world_size=world_size,
         global_batch_size=config.batch_size * config.num_accumulated * world_size,
-        data=_data_record(train, dev, train_info, num_eval_features), metrics=metrics,
-        timing=_timing_record(train_info, eval_info, world_size), memory=memory, versions=versions,
-        hardware=hardware)
+        data=_data_record(outcome.train, outcome.dev, train_info, outcome.num_eval_features), metrics=metrics,
+        timing=_timing_record(train_info, eval_info, world_size), memory=facts.memory, versions=facts.versions,
+        hardware=facts.hardware)
     if eval_info:
         write_results(output_dir / "results.json", record)
     else:

@@ -1,8 +1,12 @@
-"""Backends registered by name and imported lazily.
+"""Backends registered by name and imported lazily, and the resolver of registry references.
 
 ``get_backend("torch")`` imports ``bench.backends.torch`` only when asked, so the
-core never pulls in a deep-learning framework. A backend whose extra is not
-installed fails loudly with the pip command that installs it.
+core never pulls in a deep-learning framework, and returns its ``BACKEND`` object (the
+``bench.run.backend.Backend`` contract). A backend whose extra is not installed fails
+loudly with the pip command that installs it.
+
+The core's registries (model families, heads, losses) name their per-backend implementations
+as ``"module:attribute"`` strings; ``load_implementation`` imports them when first used.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from bench.core.errors import BenchError
 
-__all__ = ["BACKENDS", "BackendUnavailable", "get_backend"]
+__all__ = ["BACKENDS", "BackendUnavailable", "get_backend", "load_implementation"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ BACKENDS = {
     "torch": BackendInfo("bench.backends.torch", ("torch", "transformers", "safetensors"),
                          'pip install "torch==2.13.0" -e ".[torch]"'),
     "mxnet": BackendInfo("bench.backends.mxnet", ("mxnet", "gluonnlp"),
-                         'bash scripts/install_mxnet.sh  (MXNet 1.9.1 needs numpy < 2; see README)'),
+                         'bash scripts/install_mxnet.sh  (MXNet 1.9.1 needs numpy < 2; see docs/mxnet.md)'),
 }
 
 
@@ -34,7 +38,7 @@ class BackendUnavailable(BenchError, RuntimeError):
 
 
 def get_backend(name: str):
-    """Import and return the backend module registered as ``name``."""
+    """Import the backend registered as ``name`` and return its ``BACKEND`` (a ``Backend``)."""
     if name not in BACKENDS:
         raise BackendUnavailable(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
     info = BACKENDS[name]
@@ -43,9 +47,10 @@ def get_backend(name: str):
             raise BackendUnavailable(
                 f"--backend {name} needs the Python package {requirement!r}, which is not installed. "
                 f"Install it with: {info.install_hint}")
-    try:
-        return importlib.import_module(info.module)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "bench":
-            raise BackendUnavailable(f"--backend {name} is not implemented yet ({info.module} missing)") from exc
-        raise
+    return importlib.import_module(info.module).BACKEND
+
+
+def load_implementation(reference: str):
+    """The object a registry reference ``"package.module:attribute"`` names (imported on first use)."""
+    module_name, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)

@@ -1,7 +1,7 @@
 """Framework-free rules of fine-tuning, shared by every backend.
 
-Which layer a backbone parameter belongs to (from its Hugging Face name), the
-layer-wise LR multiplier that follows, which parameters ``--untunable_depth``
+The layer-wise LR multiplier of a parameter (its layer comes from the family table,
+``bench.core.families``: ``get_family(name).layer_index(param_name)``), which parameters ``--untunable_depth``
 freezes, and the warm-up/linear-decay learning-rate schedule.
 
 Layer-wise decay (ELECTRA / GluonNLP exponents), factor ``d`` and L encoder layers:
@@ -18,43 +18,13 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 
-__all__ = ["EMBEDDINGS_LAYER", "LAYER_RULES", "layer_index_from_name", "decay_enabled", "layer_multiplier",
+from bench.core.families import EMBEDDINGS_LAYER
+
+__all__ = ["EMBEDDINGS_LAYER", "decay_enabled", "layer_multiplier",
            "frozen_depth", "is_frozen", "linear_schedule", "warmup_updates", "warn_albert_decay"]
 
 logger = logging.getLogger(__name__)
-
-EMBEDDINGS_LAYER = -1
-
-# Parameter-name rules per family: (embedding prefixes, regex whose group 1 is the layer index).
-# ALBERT's index is the layer *group*: its layers share one group's weights.
-LAYER_RULES = {
-    "bert": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
-    "roberta": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
-    "mobilebert": (("embeddings.",), r"encoder\.layer\.(\d+)\."),
-    "electra": (("embeddings.", "embeddings_project."), r"encoder\.layer\.(\d+)\."),
-    "distilbert": (("embeddings.",), r"transformer\.layer\.(\d+)\."),
-    "albert": (("embeddings.", "encoder.embedding_hidden_mapping_in."), r"encoder\.albert_layer_groups\.(\d+)\."),
-}
-
-
-def layer_index_from_name(family: str, backbone_param_name: str) -> int:
-    """Layer of a backbone parameter (name relative to the backbone): EMBEDDINGS_LAYER or 0..L-1.
-
-    A name no rule covers is an error, so a new family or a renamed module cannot
-    silently escape layer-wise decay or freezing.
-    """
-    if family not in LAYER_RULES:
-        raise ValueError(f"no layer-name rules for model family {family!r}")
-    embedding_prefixes, layer_pattern = LAYER_RULES[family]
-    if backbone_param_name.startswith(embedding_prefixes):
-        return EMBEDDINGS_LAYER
-    match = re.match(layer_pattern, backbone_param_name)
-    if match is None:
-        raise ValueError(f"{family} backbone parameter {backbone_param_name!r} matches no layer rule "
-                         f"(embeddings: {', '.join(embedding_prefixes)}; layers: {layer_pattern})")
-    return int(match.group(1))
 
 
 def decay_enabled(layerwise_decay: float) -> bool:

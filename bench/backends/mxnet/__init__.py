@@ -18,25 +18,43 @@ Modules:
     heads       the conditional and basic QA heads, GluonQAModel (encoder + head), torch <-> Gluon
                 parameter names
     optim       TorchAdamW (torch.optim.AdamW's update), lr_mult / wd_mult / grad_req rules, clipping
-    train_loop  the update loop: accumulation, clipping, schedule, logging, checkpoints, --resume
+    steps       the optimizer step the shared loop drives: accumulation, clipping, schedule, resume
+    losses      the training losses (one function per loss registry entry)
     checkpoint  checkpoint files: torch-named safetensors + a pickle-free .npz trainer state
     inference   evaluation forward passes -> the core's output arrays
-    runner      the stages of one run, from RunConfig to results.json
+    session     the Session contract: refusals, device, model, predict, facts
 
 MXNet needs numpy < 2: install the extra with ``bash scripts/install_mxnet.sh``.
 """
 from __future__ import annotations
 
-__all__ = ["main", "run"]
+__all__ = ["BACKEND", "MxnetBackend", "run"]
 
 
 def run(config, stop_after=None):
     """Run one seed in this process; returns the results record (None when ``stop_after`` interrupted it)."""
-    from bench.backends.mxnet.runner import run as run_one
-    return run_one(config, stop_after=stop_after)
+    from bench.run.driver import run as run_stages
+    return run_stages(BACKEND, config, stop_after=stop_after)
 
 
-def main(config) -> int:
-    """The backend entry point of ``bench.run_squad``: one process, one seed per call."""
-    run(config)
-    return 0
+class MxnetBackend:
+    name = "mxnet"
+
+    def open_session(self, config):
+        from bench.backends.mxnet.session import MxSession
+        return MxSession(config)
+
+    def main(self, config) -> int:
+        """One process, one seed per call."""
+        run(config)
+        return 0
+
+    def has_accelerator(self) -> bool:
+        from bench.backends.mxnet.compat import import_mxnet
+        return import_mxnet()[0].context.num_gpus() > 0
+
+    def default_dtype(self) -> str:
+        return "float16" if self.has_accelerator() else "float32"
+
+
+BACKEND = MxnetBackend()

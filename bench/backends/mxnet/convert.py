@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import BenchError
+from bench.core.families import FAMILIES
 from bench.backends.mxnet.compat import import_mxnet
 from bench.backends.mxnet.encoders import ACTIVATIONS, EncoderConfig, GluonEncoder
 from bench.backends.mxnet.mobilebert import MobileBertEncoder
@@ -37,7 +38,8 @@ __all__ = ["SUPPORTED_FAMILIES", "ConversionError", "read_hf_config", "encoder_c
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_FAMILIES = ("bert", "roberta", "electra", "albert", "distilbert", "mobilebert")
+# The families the family table (bench.core.families) gives an MXNet encoder module.
+SUPPORTED_FAMILIES = tuple(name for name, family in FAMILIES.items() if "mxnet" in family.backends)
 # HF's base-model prefix in checkpoints saved from a task model (BertForQuestionAnswering, ...).
 _BASE_PREFIXES = {"bert": "bert.", "roberta": "roberta.", "electra": "electra.", "albert": "albert.",
                   "distilbert": "distilbert.", "mobilebert": "mobilebert."}

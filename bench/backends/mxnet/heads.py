@@ -1,4 +1,5 @@
-"""The two QA heads in Gluon, parameter for parameter those of ``bench.backends.torch.modeling``.
+"""The QA heads in Gluon (one class per head registry entry, ``bench.core.heads``), parameter for
+parameter those of ``bench.backends.torch.heads``.
 
 Child blocks carry the torch modules' names (``start_scores``, ``end_hidden``, ...), so a
 Gluon structural parameter name equals the torch ``state_dict`` key except for LayerNorm's
@@ -7,7 +8,8 @@ Gluon structural parameter name equals the torch ``state_dict`` key except for L
 from a torch ``QAModel`` state (numpy arrays). The maths, including the masking constant,
 the float32 log-softmaxes and the inference scores, follow the torch docstrings:
 
-``basic``        Dropout -> Dense(2); loss = -(log p_start + log p_end) / 2, CLS (0) labels no answer.
+``basic``        Dropout -> Dense(2); loss = (loss(start) + loss(end)) / 2 with ``--loss`` (cross-entropy:
+                 -log p), CLS (0) labels no answer.
 ``conditional``  log p(start) = Dense(1); log p(end | start) = Dense(1)(LayerNorm(tanh(Dense(H) over
                  [h_t; h_start]))); log p(answerable) from Dense(2)(Dropout(tanh(Dense(H) over
                  [sum_t p(start=t) h_t; h_CLS]))); loss = -(log p_start + log p_end|start) / 2
@@ -24,15 +26,17 @@ from bench.backends.mxnet.compat import import_mxnet
 from bench.backends.mxnet.convert import (ConversionError, assign_params, base_model_state, convert_state,
                                          hf_name_map, make_encoder, structural_params)
 from bench.backends.mxnet.encoders import EncoderConfig
+from bench.backends.mxnet.losses import position_loss
+from bench.core.heads import get_head
+from bench.run.registry import load_implementation
 
 mx, _ = import_mxnet()
 from mxnet.gluon import HybridBlock, nn  # noqa: E402
 
-__all__ = ["MASKED_LOGIT", "HEADS", "BasicHead", "ConditionalHead", "GluonQAModel", "masked_log_softmax",
+__all__ = ["MASKED_LOGIT", "BasicHead", "ConditionalHead", "GluonQAModel", "masked_log_softmax",
            "build_qa_model", "batch_to_nd", "torch_to_gluon_name", "gluon_to_torch_name", "load_torch_state",
            "torch_names", "torch_state_from_gluon"]
 
-HEADS = ("conditional", "basic")
 MASKED_LOGIT = -1e30            # bench.backends.torch.modeling.MASKED_LOGIT: finite, far below any log-prob
 
 
@@ -59,11 +63,13 @@ def _gather_positions(F, values, positions):
 class BasicHead(HybridBlock):
     """Independent start and end scores (BERT's SQuAD head)."""
 
-    def __init__(self, hidden_size: int, dropout: float, init_std: float, prefix=None, params=None):
+    def __init__(self, config: EncoderConfig, dropout: float, init_std: float, loss: str = "ce", prefix=None,
+                 params=None):
         super().__init__(prefix=prefix, params=params)
+        self._position_loss = position_loss(loss)
         with self.name_scope():
             self.dropout = nn.Dropout(dropout)
-            self.span_scores = _dense(2, hidden_size, init_std)
+            self.span_scores = _dense(2, config.hidden_size, init_std)
 
     def scores(self, F, hidden):
         """(B, L, 2) raw start/end scores."""
@@ -76,7 +82,7 @@ class BasicHead(HybridBlock):
                                       candidate_mask)
         end_lp = masked_log_softmax(F, F.slice_axis(scores, axis=-1, begin=1, end=2).squeeze(axis=-1),
                                     candidate_mask)
-        return -0.5 * (F.pick(start_lp, starts, axis=-1) + F.pick(end_lp, ends, axis=-1))
+        return 0.5 * (self._position_loss(F, start_lp, starts) + self._position_loss(F, end_lp, ends))
 
     def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int) -> dict:
         # Raw scores (not log-softmax), as BERT's post-processing expects: null = start[0] + end[0].
@@ -110,9 +116,10 @@ class SplitDense(HybridBlock):
 class ConditionalHead(HybridBlock):
     """Start, end-given-start and answerability (GluonNLP ModelForQAConditionalV1)."""
 
-    def __init__(self, hidden_size: int, dropout: float, init_std: float, layer_norm_eps: float,
-                 prefix=None, params=None):
+    def __init__(self, config: EncoderConfig, dropout: float, init_std: float, loss: str = "ce", prefix=None,
+                 params=None):
         super().__init__(prefix=prefix, params=params)
+        hidden_size, layer_norm_eps = config.hidden_size, config.layer_norm_eps
         with self.name_scope():
             self.start_scores = _dense(1, hidden_size, init_std)
             self.end_hidden = SplitDense(hidden_size, init_std)
@@ -182,18 +189,14 @@ class GluonQAModel(HybridBlock):
     """
 
     def __init__(self, config: EncoderConfig, head: str = "conditional", dropout: float = 0.1,
-                 init_std: float = 0.02, prefix=None, params=None):
+                 init_std: float = 0.02, loss: str = "ce", prefix=None, params=None):
         super().__init__(prefix=prefix, params=params)
-        if head not in HEADS:
-            raise ValueError(f"unknown --head {head!r}; choose one of {', '.join(HEADS)}")
+        head_class = load_implementation(get_head(head).implementation("mxnet"))
         self.config = config
         self.head_type = head
         with self.name_scope():
             self.backbone = make_encoder(config)
-            if head == "basic":
-                self.head = BasicHead(config.hidden_size, dropout, init_std)
-            else:
-                self.head = ConditionalHead(config.hidden_size, dropout, init_std, config.layer_norm_eps)
+            self.head = head_class(config, dropout, init_std, loss)
 
     @property
     def family(self) -> str:
@@ -231,11 +234,11 @@ def batch_to_nd(arrays: dict, ctx=None) -> dict:
 
 
 def build_qa_model(config: EncoderConfig, head: str = "conditional", dropout: float = 0.1, init_std: float = 0.02,
-                   ctx=None) -> GluonQAModel:
+                   ctx=None, loss: str = "ce") -> GluonQAModel:
     """A GluonQAModel with initialised (random) parameters; load weights with load_torch_state or
     ``convert.assign_params``."""
     ctx = ctx or mx.cpu()
-    model = GluonQAModel(config, head=head, dropout=dropout, init_std=init_std)
+    model = GluonQAModel(config, head=head, dropout=dropout, init_std=init_std, loss=loss)
     model.initialize(mx.init.Normal(init_std), ctx=ctx)
     model.backbone.finish_initialization(ctx)     # the head's layers all have explicit input sizes
     return model

@@ -41,7 +41,8 @@ from bench.core.flags import parse_adam_betas
 from bench.backends.mxnet.compat import import_mxnet
 from bench.backends.mxnet.convert import structural_params
 from bench.backends.mxnet.heads import torch_names
-from bench.run.training_rules import (frozen_depth, is_frozen, layer_index_from_name, layer_multiplier,
+from bench.core.families import get_family
+from bench.run.training_rules import (frozen_depth, is_frozen, layer_multiplier,
                                   warn_albert_decay)
 
 mx, _ = import_mxnet()
@@ -80,7 +81,7 @@ def _norm_param_names(block, prefix: str = "") -> set[str]:
 def _layer_of(model, torch_name: str) -> int | None:
     if not torch_name.startswith("backbone."):
         return None
-    return layer_index_from_name(model.family, torch_name[len("backbone."):])
+    return get_family(model.family).layer_index(torch_name[len("backbone."):])
 
 
 def parameter_rules(model, *, layerwise_decay: float, untunable_depth: float) -> dict[str, ParameterRule]:

@@ -1,21 +1,57 @@
 """PyTorch + transformers backend, registered as ``--backend torch`` (loaded lazily by
 ``bench.run.registry.get_backend``).
 
-``main(config)`` runs one validated RunConfig: several seeds one after another,
-one worker process per GPU for ``--comm_backend device --gpus 0,1,..``, and a
-fail-fast wrapper so that an error on any rank ends the whole job non-zero.
+``BACKEND.main(config)`` runs one validated RunConfig through the shared stage driver
+(``bench.run.driver``): one process, one worker process per GPU for ``--comm_backend device
+--gpus 0,1,..``, or one rank under torchrun/horovodrun, with a fail-fast wrapper so that an
+error on any rank ends the whole job non-zero.
+
+Modules:
+    session       the Session contract: device, communication, model, predict, facts
+    steps         the optimizer step the shared loop drives; checkpoint state and resume
+    modeling      QAModel: a family's encoder + a registered head; inference copies (int8, bf16)
+    hf_backbone   encoders of the Hugging Face families through transformers
+    heads         the QA heads (one class per head registry entry)
+    losses        the training losses (one function per loss registry entry)
+    cpu_training  CPU training fast paths (dropout masks, eager attention)
+    optim         AdamW groups (layer-wise decay, freezing), the LR schedule
+    dist          communication: one process, torch.distributed, Horovod; device workers
+    inference     evaluation forward passes; checkpoint files: checkpoint
 """
 from __future__ import annotations
 
-__all__ = ["main", "run"]
+__all__ = ["BACKEND", "TorchBackend", "run"]
 
 
 def run(config, stop_after=None):
-    """Run one seed in this process; returns the results record on rank 0 (else None)."""
-    from bench.backends.torch.runner import run as run_one
-    return run_one(config, stop_after=stop_after)
+    """Run one seed in this process; returns the results record on rank 0 (else None).
+    Module-level so that spawned device workers can pickle it."""
+    from bench.run.driver import run as run_stages
+    return run_stages(BACKEND, config, stop_after=stop_after)
 
 
-def main(config) -> int:
-    from bench.backends.torch.dist import launch
-    return launch(run, config)
+class TorchBackend:
+    name = "torch"
+
+    def open_session(self, config):
+        from bench.backends.torch.session import TorchSession
+        return TorchSession(config)
+
+    def main(self, config) -> int:
+        from bench.backends.torch.dist import launch
+        return launch(run, config)
+
+    def has_accelerator(self) -> bool:
+        import torch
+        return torch.cuda.is_available()
+
+    def default_dtype(self) -> str:
+        """bfloat16 where the hardware computes it natively (GPU or CPU), float16 on older GPUs, else float32."""
+        import torch
+        if torch.cuda.is_available():
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return "bfloat16" if native else "float32"
+
+
+BACKEND = TorchBackend()

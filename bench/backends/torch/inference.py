@@ -1,19 +1,19 @@
 """Forward passes over evaluation windows -> numpy arrays the core post-processes.
 
 Windows are run longest-first in batches of similar length (less padding), and
-the outputs are scattered back to the features' order. The head decides the
-output form: full start/end logits (``basic``) or top-k starts with their
-conditioned ends and a null score (``conditional``).
+the outputs are scattered back to the features' order, in the form the head's
+registry entry names (``bench.core.heads``).
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import numpy as np
 import torch
 
 from bench.core.features import Features
-from bench.run.helpers import predict_in_batches
+from bench.run.helpers import EvalBatching, predict_in_batches
 
 
 __all__ = ["predict_windows", "to_device", "default_round_to", "MODEL_INPUTS", "CPU_ROUND_TO"]
@@ -44,21 +44,19 @@ def to_device(arrays: dict, device: torch.device, names=MODEL_INPUTS) -> dict:
 
 
 @torch.inference_mode()
-def predict_windows(model, features: Features, indices: np.ndarray, *, batch_size: int, pad_id: int,
+def predict_windows(model, features: Features, indices: np.ndarray, batching: EvalBatching, *,
                     device: torch.device, autocast: contextlib.AbstractContextManager | None = None,
-                    round_to: int | None = None, start_top_n: int = 5, end_top_n: int = 5,
-                    log_interval: int = 10, progress=None) -> dict[str, np.ndarray]:
+                    progress=None) -> dict[str, np.ndarray]:
     """Predict the windows ``indices`` (positions in ``features``); rows follow ``indices``' order."""
     model.eval()
-    round_to = default_round_to(round_to, device)
+    batching = dataclasses.replace(batching, round_to=default_round_to(batching.round_to, device))
 
     def predict_batch(arrays: dict) -> dict:
-        result = model.predict(**to_device(arrays, device), start_top_n=start_top_n, end_top_n=end_top_n)
+        result = model.predict(**to_device(arrays, device), start_top_n=batching.start_top_n,
+                               end_top_n=batching.end_top_n)
         return {name: (t.float() if t.is_floating_point() else t).cpu().numpy() for name, t in result.items()}
 
     # One autocast context for the whole loop: autocast caches its low-precision copy of each weight
     # until the context exits, so the weights are cast once per evaluation instead of once per batch.
     with (autocast or contextlib.nullcontext()):
-        return predict_in_batches(features, indices, predict_batch, head=model.head_type, batch_size=batch_size,
-                                  pad_id=pad_id, round_to=round_to, start_top_n=start_top_n, end_top_n=end_top_n,
-                                  log_interval=log_interval, progress=progress)
+        return predict_in_batches(features, indices, predict_batch, batching, progress=progress)

@@ -1,11 +1,16 @@
 """The Hugging Face side of ``squad-bench speed``: runs inside its own transformers 4.57.6 environment.
 
 ``QuestionAnsweringPipeline`` was removed in transformers 5.x, so ``bench.apps.speed`` creates a
-virtual environment with ``torch==2.13.0 transformers==4.57.6 accelerate==1.12.0`` and runs
-this file there as a subprocess. It imports nothing from ``bench`` on purpose: the baseline is
-Hugging Face code only, fed the same model folder, questions and settings.
+virtual environment with ``torch==2.13.0 transformers==4.57.6 accelerate==1.12.0`` (see
+``baseline_env``) and runs this file there, by path, as a subprocess:
 
-    python speed_hf_baseline.py REQUEST.json RESULT.json
+    HF_ENV/bin/python bench/apps/speed/hf_worker.py REQUEST.json RESULT.json
+
+Standalone on purpose: it imports nothing from ``bench``. That environment does not have ``bench``
+installed (nor its dependencies in the versions bench needs), and the baseline must be Hugging Face
+code only, fed the same model folder, questions and settings. So the few helpers it shares in
+spirit with ``measure.py`` (the clock, the peak memory) are written out here. torch and transformers
+are imported inside the functions, so that bench's own tests can import this module without them.
 
 The request is ``{"task": ..., ...}`` with one of these tasks (each returns timings, the
 process's peak resident memory and the library versions):
@@ -24,17 +29,23 @@ process's peak resident memory and the library versions):
 """
 from __future__ import annotations
 
-import json
 import os
-import platform
-import resource
 import sys
-import tempfile
-import time
-from importlib import metadata
 
-import numpy as np
-import torch
+if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(
+        os.path.abspath(__file__)):
+    # Run by path, Python puts this file's folder first on sys.path: its sibling modules must not
+    # shadow what the baseline imports.
+    del sys.path[0]
+
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from importlib import metadata  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 
 def clock() -> tuple[float, float]:
@@ -48,6 +59,7 @@ def since(start: tuple[float, float]) -> dict:
 
 
 def peak_memory() -> dict:
+    import torch
     if torch.cuda.is_available():
         return {"kind": "cuda_max_allocated", "bytes": int(torch.cuda.max_memory_allocated())}
     return {"kind": "rss", "bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
@@ -64,11 +76,18 @@ def versions() -> dict:
 
 
 def device_index() -> int:
+    import torch
     return 0 if torch.cuda.is_available() else -1
+
+
+def read_json(path: str):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 # ------------------------------------------------------------------------------------------ pipeline
 def make_pipeline(model_dir: str, dtype: str):
+    import torch
     from transformers import pipeline
     return pipeline("question-answering", model=model_dir, tokenizer=model_dir, device=device_index(),
                     torch_dtype=getattr(torch, dtype))
@@ -84,7 +103,7 @@ def answer_all(qa, questions: list[dict], request: dict, batch_size: int | None)
 
 
 def run_pipeline(request: dict) -> dict:
-    questions = json.load(open(request["questions_file"], encoding="utf-8"))
+    questions = read_json(request["questions_file"])
     runs = {}
     for run in request["runs"]:
         qa = make_pipeline(request["model_dir"], run["dtype"])
@@ -104,13 +123,12 @@ def pipeline_windows(qa, question: dict, request: dict) -> list[dict]:
                               doc_stride=request["doc_stride"], max_seq_len=request["max_seq_length"]))
 
 
-def run_postprocess(request: dict) -> dict:
-    """Times the pipeline's postprocess on given logits; checks the windows match the given token ids."""
-    questions = json.load(open(request["questions_file"], encoding="utf-8"))
-    logits = np.load(request["logits_file"])
-    qa = make_pipeline(request["model_dir"], "float32")
+def attach_logits(qa, questions: list[dict], logits, request: dict) -> tuple[list[list[dict]], int]:
+    """The pipeline's windows of every question with our logits attached; checks the token ids match."""
+    import torch
+
     outputs, row = [], 0
-    for question in questions:                       # preprocessing is not timed
+    for question in questions:
         windows = pipeline_windows(qa, question, request)
         for window in windows:
             ids = window["input_ids"][0].numpy()
@@ -123,26 +141,40 @@ def run_postprocess(request: dict) -> dict:
         outputs.append(windows)
     if row != len(logits["start_logits"]):
         raise SystemExit(f"{row} pipeline windows for {len(logits['start_logits'])} rows of logits")
+    return outputs, row
+
+
+def run_postprocess(request: dict) -> dict:
+    """Times the pipeline's postprocess on given logits; checks the windows match the given token ids."""
+    questions = read_json(request["questions_file"])
+    logits = np.load(request["logits_file"])
+    qa = make_pipeline(request["model_dir"], "float32")
+    outputs, windows = attach_logits(qa, questions, logits, request)      # preprocessing is not timed
     start = clock()
-    answers = [qa.postprocess(windows, top_k=1, max_answer_len=request["max_answer_length"]) for windows in outputs]
+    answers = [qa.postprocess(question_windows, top_k=1, max_answer_len=request["max_answer_length"])
+               for question_windows in outputs]
     timing = since(start)
-    return {**timing, "questions": len(questions), "windows": row,
+    return {**timing, "questions": len(questions), "windows": windows,
             "answers": {q["id"]: a["answer"] for q, a in zip(questions, answers)}}
 
 
 # ------------------------------------------------------------------------------------------ train
-class PaddedFeatures(torch.utils.data.Dataset):
+def load_padded_features(path: str):
     """Windows padded to max_seq_length, as run_qa.py prepares them by default (pad_to_max_length)."""
+    import torch
 
-    def __init__(self, path: str):
-        with np.load(path) as arrays:
-            self.arrays = {name: torch.from_numpy(arrays[name].astype(np.int64)) for name in arrays.files}
+    class PaddedFeatures(torch.utils.data.Dataset):
+        def __init__(self):
+            with np.load(path) as arrays:
+                self.arrays = {name: torch.from_numpy(arrays[name].astype(np.int64)) for name in arrays.files}
 
-    def __len__(self) -> int:
-        return len(self.arrays["input_ids"])
+        def __len__(self) -> int:
+            return len(self.arrays["input_ids"])
 
-    def __getitem__(self, i: int) -> dict:
-        return {name: values[i] for name, values in self.arrays.items()}
+        def __getitem__(self, i: int) -> dict:
+            return {name: values[i] for name, values in self.arrays.items()}
+
+    return PaddedFeatures()
 
 
 def counting_collator(token_counts: list):
@@ -157,6 +189,7 @@ def counting_collator(token_counts: list):
 
 
 def step_clock_callback(stamps: list):
+    import torch
     from transformers import TrainerCallback
 
     class StepClock(TrainerCallback):
@@ -167,7 +200,8 @@ def step_clock_callback(stamps: list):
     return StepClock()
 
 
-def train_once(request: dict, dataset: PaddedFeatures, bf16: bool) -> dict:
+def train_once(request: dict, dataset, bf16: bool) -> dict:
+    import torch
     from transformers import AutoModelForQuestionAnswering, Trainer, TrainingArguments
 
     torch.manual_seed(0)
@@ -194,7 +228,7 @@ def train_once(request: dict, dataset: PaddedFeatures, bf16: bool) -> dict:
 
 
 def run_train(request: dict) -> dict:
-    dataset = PaddedFeatures(request["features_file"])
+    dataset = load_padded_features(request["features_file"])
     return {"runs": {run["name"]: train_once(request, dataset, run["bf16"]) for run in request["runs"]}}
 
 
@@ -202,8 +236,10 @@ TASKS = {"pipeline": run_pipeline, "postprocess": run_postprocess, "train": run_
 
 
 def main(argv: list[str]) -> int:
+    import torch
+
     request_path, result_path = argv
-    request = json.load(open(request_path, encoding="utf-8"))
+    request = read_json(request_path)
     if request.get("threads"):
         torch.set_num_threads(int(request["threads"]))
     result = TASKS[request["task"]](request)

@@ -1,4 +1,5 @@
-"""Plain-loop reference for ``bench.core.postprocess`` (tests and the speed benchmark only).
+"""Plain-loop reference for ``bench.core.postprocess`` (the tests, and the reference side of the speed
+benchmark's post-processing figure, ``bench.apps.speed.postprocess_compare``). numpy only.
 
 Written to be obviously correct rather than fast: per example, per window, the
 top ``n_best_size`` start and end positions among the window's context tokens

@@ -1,0 +1,144 @@
+"""Figure arithmetic of ``squad-bench speed``: best repeats, ratios, scores, answer agreement,
+peak memory, MFU. Pure functions on the results of the measured processes; no framework."""
+from __future__ import annotations
+
+# Dense bf16/fp16 tensor-core peak FLOP/s by GPU name (first match wins), for MFU.
+PEAK_FLOPS = (("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("A100", 312e12), ("L40S", 362e12),
+              ("L4", 121e12), ("A10G", 70e12), ("A10", 125e12), ("V100", 125e12), ("T4", 65e12),
+              ("RTX 4090", 165e12), ("A6000", 155e12))
+
+
+# ---------------------------------------------------------------------------------------- figure 1
+def best_runs(results: list[dict]) -> dict:
+    """Per run name, the repeat with the shortest wall time, plus every repeat's wall/CPU seconds."""
+    if results[0].get("skipped"):
+        return results[0]
+    best = {}
+    for result in results:
+        for name, run in result["runs"].items():
+            if name not in best or run["wall_s"] < best[name]["wall_s"]:
+                best[name] = dict(run)
+    for name in best:
+        best[name]["all_repeats"] = [[r["runs"][name]["wall_s"], r["runs"][name]["cpu_s"]] for r in results]
+    return {**results[-1], "runs": best}
+
+
+def compare_inference(ours: dict, theirs: dict, last: dict, data: dict) -> dict:
+    """Figure 1 from the best repeats of both sides: speed-ups, the pipeline's EM/F1, answer agreement."""
+    figure = {"ours": _without_answers(ours), "hf_pipeline": _without_answers(theirs),
+              "questions": last["questions"], "data": data["dev11"]}
+    if theirs.get("skipped"):
+        figure.update({"speedup_default": None, "speedup_same": None, "agreement": None})
+        return figure
+    for name in ("default", "same"):
+        figure["hf_pipeline"]["runs"][name]["scores"] = score_answers(data["dev11"], last["question_ids"],
+                                                                      theirs["runs"][name]["answers"])
+    pairs = {"default": ("default", "default"), "same": ("same", "same")}
+    figure["speedup_default"], figure["speedup_same"] = (
+        ratio(ours["runs"][a]["questions_per_s"], theirs["runs"][b]["questions_per_s"]) for a, b in pairs.values())
+    figure["f1_gap_default"] = round(ours["runs"]["default"]["scores"]["f1"]
+                                     - figure["hf_pipeline"]["runs"]["default"]["scores"]["f1"], 3)
+    figure["agreement"] = {name: answer_agreement(ours["runs"][a]["answers"], theirs["runs"][b]["answers"])
+                           for name, (a, b) in pairs.items()}
+    return figure
+
+
+def _without_answers(result: dict) -> dict:
+    if result.get("skipped"):
+        return result
+    return {**result, "runs": {name: {k: v for k, v in run.items() if k != "answers"}
+                               for name, run in result["runs"].items()}}
+
+
+def ratio(a, b) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def score_answers(data_file: str, question_ids: list[str], answers: dict) -> dict:
+    """EM/F1 (bench.core.scoring) of ``answers`` on the questions ``question_ids`` of ``data_file``."""
+    import dataclasses
+
+    from bench.core.data import load_squad
+    from bench.core.scoring import evaluate
+
+    dataset = load_squad(data_file)
+    wanted = set(question_ids)
+    subset = dataclasses.replace(dataset, examples=[ex for ex in dataset.examples if ex.qid in wanted])
+    scores = evaluate(subset, answers)
+    return {"exact_match": round(scores.get("exact_match", scores.get("exact")), 3), "f1": round(scores["f1"], 3)}
+
+
+def answer_agreement(ours: dict, theirs: dict) -> dict:
+    """How often two systems give the same answer to the same question.
+
+    ``exact``: share of the common questions whose answer strings are identical; ``normalized``:
+    identical after SQuAD's answer normalization (case, punctuation, articles, whitespace).
+    """
+    from bench.core.scoring import normalize_answer
+
+    common = sorted(set(ours) & set(theirs))
+    if not common:
+        return {"questions": 0, "exact": None, "normalized": None}
+    exact = sum(ours[q] == theirs[q] for q in common)
+    normalized = sum(normalize_answer(ours[q]) == normalize_answer(theirs[q]) for q in common)
+    return {"questions": len(common), "exact": round(exact / len(common), 4),
+            "normalized": round(normalized / len(common), 4)}
+
+
+# ---------------------------------------------------------------------------------------- figures 2 and 4
+def compare_training(ours: dict, theirs: dict) -> dict:
+    """Figure 2: each of our runs against the Trainer run of the same dtype (samples/s)."""
+    figure = {"ours": ours, "hf_trainer": theirs, "speedups": {}}
+    if not theirs.get("skipped"):
+        for name, run in ours["runs"].items():
+            baseline = theirs["runs"].get(run["dtype"])
+            figure["speedups"][name] = ratio(run["samples_per_s"], baseline["samples_per_s"]) if baseline else None
+    return figure
+
+
+def compare_postprocess(ours: dict, theirs: dict) -> dict:
+    """Figure 4: ours on figure 1's logits against the pipeline's post-processing of the same logits."""
+    figure = {"ours": {k: v for k, v in ours.items() if k != "answers"}, "hf_pipeline_postprocess":
+              {k: v for k, v in theirs.items() if k != "answers"}}
+    if not theirs.get("skipped"):
+        figure["speedup_vs_hf_cpu"] = ratio(theirs["cpu_s"], ours["same_logits"]["cpu_s"])
+        figure["speedup_vs_hf_wall"] = ratio(theirs["wall_s"], ours["same_logits"]["wall_s"])
+        figure["agreement_vs_hf"] = answer_agreement(ours["answers"], theirs["answers"])
+    return figure
+
+
+# ---------------------------------------------------------------------------------------- figure 6
+def memory_figure(figures: dict) -> dict:
+    """Figure 6: the peak memory every measured process reported, by figure and side."""
+    table = {}
+    for figure_name, figure in figures.items():
+        for side, result in figure.items():
+            if isinstance(result, dict) and "peak_memory" in result:
+                table[f"{figure_name}/{side}"] = result["peak_memory"]
+            if isinstance(result, dict) and "stage_peak_rss" in result:
+                table.update(_stage_peaks(f"{figure_name}/{side}", result["stage_peak_rss"]))
+        if isinstance(figure, dict) and "stage_peak_rss" in figure:
+            table.update(_stage_peaks(figure_name, figure["stage_peak_rss"]))
+        if isinstance(figure, dict) and "peak_memory" in figure:
+            table[figure_name] = figure["peak_memory"]
+    return table
+
+
+def _stage_peaks(prefix: str, peaks: dict) -> dict:
+    return {f"{prefix}/{stage}": {"kind": "rss_sampled", "bytes": peak} for stage, peak in peaks.items()}
+
+
+# ---------------------------------------------------------------------------------------- GPU
+def peak_flops(device_name: str) -> float | None:
+    """Dense bf16/fp16 tensor-core peak FLOP/s of a GPU, by name; None when unknown."""
+    for key, flops in PEAK_FLOPS:
+        if key.lower() in device_name.lower():
+            return flops
+    return None
+
+
+def mfu(num_parameters: int, tokens_per_s: float, peak: float | None) -> float | None:
+    """Model FLOPs utilisation: 6 x parameters x tokens/s (forward + backward) over the peak."""
+    if not peak:
+        return None
+    return round(6.0 * num_parameters * tokens_per_s / peak, 4)

@@ -1,0 +1,188 @@
+"""One process of a run on the MXNet backend: the ``bench.run.backend.Session`` contract.
+
+The shared stage driver (``bench.run.driver``) calls it for the model (a Gluon encoder with the
+Hugging Face folder's weights and a registered head), the optimizer step (``MxSteps``), the
+predict function and the run's facts. Everything framework-free is the core's and the run
+layer's. Launch commands::
+
+    python -m bench.run_squad --backend mxnet --model_name google_electra_small --do_train --do_eval ...
+    python -m bench.run_squad --backend mxnet --gpus -1 ...            # CPU (the pip wheel is CPU-only)
+
+Single process only: ``refuse_several_processes`` and ``refuse_dtype`` say what is refused and why.
+"""
+from __future__ import annotations
+
+import logging
+import resource
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from bench.backends.mxnet.checkpoint import load_model_weights
+from bench.backends.mxnet.compat import import_mxnet
+from bench.backends.mxnet.convert import (ConversionError, assign_params, base_model_state, convert_state,
+                                         encoder_config_from_hf, hf_name_map, read_hf_config, read_safetensors)
+from bench.backends.mxnet.heads import build_qa_model
+from bench.backends.mxnet.inference import predict_windows
+from bench.backends.mxnet.optim import apply_rules, build_trainer, parameter_rules, trainable_params
+from bench.backends.mxnet.steps import MxSteps, parameter_digest
+from bench.core.flags import ConfigError
+from bench.run.backend import LoadedModel, TrainingSetup
+from bench.run.checkpoints import MODEL_FILE, require_safetensors, without_backbone_prefix
+from bench.run.distributed import DistributedConfigError, detect_world, parse_gpus
+from bench.run.helpers import EvalBatching, progress_factory
+from bench.run.model_source import load_tokenizer, resolve_model_folder
+from bench.run.record import RunFacts, hardware_info, library_versions
+
+mx, _ = import_mxnet()
+
+logger = logging.getLogger("bench.run")
+
+__all__ = ["MxSession", "refuse_several_processes", "refuse_dtype", "choose_context", "load_model"]
+
+LIBRARIES = ("mxnet", "gluonnlp", "transformers", "tokenizers", "safetensors", "numpy")
+SINGLE_PROCESS_REASON = (
+    "--backend mxnet trains in one process: Horovod here is built for PyTorch only (HOROVOD_WITHOUT_MXNET=1, "
+    "so horovod.mxnet does not exist), and torchrun/torch.distributed workers cannot exchange MXNet "
+    "gradients. Run one process with --comm_backend device --gpus 0 (or --gpus -1 for the CPU), or use "
+    "--backend torch for multi-GPU training")
+
+
+# ---------------------------------------------------------------------------------------- setup
+def refuse_several_processes(config) -> None:
+    """--comm_backend horovod/torchrun or several --gpus: refused, saying why and what to run instead."""
+    if config.comm_backend != "device":
+        raise DistributedConfigError(f"--comm_backend {config.comm_backend}: {SINGLE_PROCESS_REASON}")
+    if len(parse_gpus(config.gpus)) > 1:
+        raise DistributedConfigError(f"--gpus {config.gpus} asks for several GPUs: {SINGLE_PROCESS_REASON}")
+
+
+def refuse_dtype(config, on_gpu: bool) -> None:
+    """float16 needs a GPU (MXNet AMP); bfloat16 and int8 have no path in this backend."""
+    if config.dtype in ("bfloat16", "int8"):
+        raise ConfigError(f"--dtype {config.dtype} is not supported by --backend mxnet (MXNet 1.9 AMP does "
+                          f"float16 on GPUs only; no int8 evaluation path). Use --dtype float32, or "
+                          f"--backend torch for {config.dtype}")
+    if config.dtype == "float16" and not on_gpu:
+        raise ConfigError("--dtype float16 with --backend mxnet needs a GPU (MXNet AMP), but this run is on the "
+                          "CPU (the mxnet pip wheel is CPU-only, or --gpus -1). Use --dtype float32, or "
+                          "--backend torch for float16 autocast on the CPU")
+
+
+def choose_context(config):
+    """mx.gpu(id) for --gpus id when MXNet sees a GPU; otherwise the CPU (with a warning if a GPU was asked)."""
+    gpu_ids = parse_gpus(config.gpus)
+    if not gpu_ids:
+        return mx.cpu()
+    if mx.context.num_gpus() == 0:
+        logger.warning("--gpus %s but MXNet sees no GPU (the mxnet pip wheel is CPU-only): running on the CPU",
+                       config.gpus)
+        return mx.cpu()
+    return mx.gpu(gpu_ids[0])
+
+
+def init_amp(config) -> bool:
+    """--dtype float16 on a GPU: MXNet AMP, set up before the model is built (it patches operators).
+
+    Untested here: the mxnet wheel this project installs is CPU-only.
+    """
+    if config.dtype != "float16":
+        return False
+    from mxnet.contrib import amp
+
+    amp.init(target_dtype="float16")
+    return True
+
+
+# ---------------------------------------------------------------------------------------- model
+def load_model(config, ctx) -> tuple:
+    """(source, tokenizer, GluonQAModel): pretrained backbone, fresh head; then --backbone_path and
+    --param_checkpoint (torch-named safetensors) over it, as the torch backend does."""
+    source = resolve_model_folder(config.model_name, config.model_path)
+    tokenizer = load_tokenizer(source)
+    hf = read_hf_config(source.folder)
+    encoder_config = encoder_config_from_hf(hf, where=source.source)
+    model = build_qa_model(encoder_config, head=config.head, dropout=config.classifier_dropout, loss=config.loss,
+                           init_std=hf.get("initializer_range", 0.02), ctx=ctx)
+    state = base_model_state(read_safetensors(source.folder), encoder_config.family)
+    assign_params(model.backbone, convert_state(encoder_config, state, where=source.source), where=source.source)
+    if config.backbone_path:
+        load_backbone_file(model, Path(config.backbone_path))
+    if config.param_checkpoint:
+        load_model_weights(model, Path(config.param_checkpoint))
+    # Cached graphs with dynamic shapes (every batch has its own length); static_alloc measured slower.
+    model.hybridize()
+    return source, tokenizer, model
+
+
+def load_backbone_file(model, path: Path) -> None:
+    """--backbone_path: backbone weights in HF names (or ``backbone.*`` from a whole QA model), strictly."""
+    require_safetensors(path, f"--backbone_path {path}", ConversionError)
+    state = base_model_state(without_backbone_prefix(load_file(str(path))), model.family)
+    unexpected = sorted(set(state) - set(hf_name_map(model.config).values()))
+    if unexpected:
+        raise ConversionError(f"--backbone_path {path} does not match the backbone: {len(unexpected)} unexpected "
+                              f"(e.g. {', '.join(unexpected[:3])})")
+    assign_params(model.backbone, convert_state(model.config, state, where=f"--backbone_path {path}"),
+                  where=f"--backbone_path {path}")
+
+
+class MxSession:
+    """One process: refusals, the device (context), seeds and AMP."""
+    rank, world_size, is_main, launcher = 0, 1, True, "none"
+
+    def __init__(self, config):
+        refuse_several_processes(config)
+        detect_world(config.comm_backend, config.gpus)     # refuses the env of a launcher that started several
+        self.ctx = choose_context(config)
+        refuse_dtype(config, on_gpu=self.ctx.device_type == "gpu")
+        if config.compile:
+            logger.warning("--compile is torch.compile; --backend mxnet always hybridizes its model instead")
+        mx.random.seed(config.seed)     # the QA head's initialisation
+        np.random.seed(config.seed)
+        self.on_cpu = self.ctx.device_type == "cpu"
+        self.device_label = f"{self.ctx} (mxnet {mx.__version__})"
+        self.amp = init_amp(config)
+
+    def barrier(self) -> None:
+        """One process: nothing to wait for."""
+
+    def close(self) -> None:
+        """Nothing to shut down."""
+
+    def load_model(self, config) -> LoadedModel:
+        source, tokenizer, model = load_model(config, self.ctx)
+        return LoadedModel(source=source, tokenizer=tokenizer, model=model, family=source.family,
+                           num_parameters=int(sum(np.prod(p.shape) for p in model.collect_params().values())))
+
+    def training_steps(self, config, loaded: LoadedModel, setup: TrainingSetup) -> MxSteps:
+        model = loaded.model
+        apply_rules(model, parameter_rules(model, layerwise_decay=config.layerwise_decay,
+                                           untunable_depth=config.untunable_depth))
+        gluon_trainer = build_trainer(model, config)
+        if self.amp:
+            from mxnet.contrib import amp as mx_amp
+            mx_amp.init_trainer(gluon_trainer)
+        return MxSteps(config=config, model=model, trainer=gluon_trainer, params=trainable_params(model),
+                       setup=setup, pad_id=loaded.pad_id, ctx=self.ctx, amp=self.amp)
+
+    def parameter_digest(self, loaded: LoadedModel) -> str:
+        return parameter_digest(loaded.model)
+
+    def predict(self, config, loaded: LoadedModel, features, checkpoint: Path | None) -> dict:
+        if checkpoint is not None:
+            load_model_weights(loaded.model, checkpoint / MODEL_FILE)
+        bar = progress_factory("eval", "window")(len(features))
+        outputs = predict_windows(loaded.model, features, np.arange(len(features)),
+                                  EvalBatching.from_config(config, loaded.pad_id), ctx=self.ctx, progress=bar)
+        bar.close()
+        return outputs
+
+    def facts(self) -> RunFacts:
+        on_gpu = self.ctx.device_type == "gpu"
+        # Host peak RSS: MXNet 1.x has no peak-allocation counter for GPU memory.
+        memory = {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "rss"}
+        return RunFacts(memory=memory, versions=library_versions(LIBRARIES),
+                        hardware=hardware_info(f"gpu({self.ctx.device_id}) via MXNet" if on_gpu else None,
+                                               1 if on_gpu else 0))

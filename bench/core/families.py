@@ -1,0 +1,103 @@
+"""The model-family table: every fact about an encoder family, in one place.
+
+A *family* is what a checkpoint's ``config.json`` calls its ``model_type`` (``bert``,
+``electra``, ...). Everything that differs between families reads this table:
+
+* the input template (``input_style``) the family was pretrained with (``bert``: ``[CLS] q [SEP] c [SEP]`` with
+  token types; ``roberta``: ``<s> q </s></s> c </s>``), read by the feature builder;
+* the parameter-name rules that place a backbone parameter in a layer, read by layer-wise
+  LR decay and ``--untunable_depth`` (``bench.run.training_rules``);
+* the ``config.json`` key that counts independently parameterised layers (ALBERT: layer groups);
+* whether transformers' model class supports scaled-dot-product attention;
+* the name reports print;
+* for each backend, the module that builds the family's encoder there. A backend without an
+  entry refuses the family with a message naming the backends that have one.
+
+Adding a family is one ``register_family`` call (an entry here, or in a plugin) plus one module
+per backend that should run it; see docs/architecture.md.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from bench.core.errors import BenchError
+from bench.core.registry import Registry, backend_implementation
+
+__all__ = ["ModelFamily", "FAMILIES", "REGISTRY", "UnknownFamilyError", "get_family", "register_family", "EMBEDDINGS_LAYER"]
+
+# Layer index of the embedding parameters: below layer 0.
+EMBEDDINGS_LAYER = -1
+
+# The torch backend loads every Hugging Face family through transformers' AutoModel classes.
+_HF_TORCH = "bench.backends.torch.hf_backbone"
+_GLUON = "bench.backends.mxnet.encoders"
+
+
+class UnknownFamilyError(BenchError, ValueError):
+    """A model type no family entry describes (the message lists the known ones)."""
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One encoder family: see the module docstring for what reads each field."""
+    name: str                                  # config.json model_type
+    display_name: str                          # "ELECTRA"
+    input_style: str                           # "bert" or "roberta": the feature template (FeatureParams)
+    embedding_prefixes: tuple[str, ...]        # backbone parameter names below layer 0
+    layer_pattern: str                         # regex; group 1 is the layer index
+    backends: Mapping[str, str] = field(default_factory=dict)   # backend -> module building the encoder
+    num_layers_key: str = "num_hidden_layers"  # config.json key counting parameterised layers
+    sdpa: bool = True                          # transformers' class supports SDPA attention
+
+    def __post_init__(self):
+        object.__setattr__(self, "backends", dict(self.backends))
+
+    def layer_index(self, backbone_param_name: str) -> int:
+        """Layer of a backbone parameter (name relative to the backbone): EMBEDDINGS_LAYER or 0..L-1.
+
+        A name no rule covers is an error, so a renamed module cannot silently escape
+        layer-wise decay or freezing.
+        """
+        if backbone_param_name.startswith(self.embedding_prefixes):
+            return EMBEDDINGS_LAYER
+        match = re.match(self.layer_pattern, backbone_param_name)
+        if match is None:
+            raise ValueError(f"{self.name} backbone parameter {backbone_param_name!r} matches no layer rule "
+                             f"(embeddings: {', '.join(self.embedding_prefixes)}; layers: {self.layer_pattern})")
+        return int(match.group(1))
+
+    def num_layers(self, hf_config) -> int:
+        """Independently parameterised encoder layers, from config.json (a mapping or a transformers config)."""
+        if isinstance(hf_config, Mapping):
+            return int(hf_config[self.num_layers_key])
+        return int(getattr(hf_config, self.num_layers_key))
+
+    def backend_module(self, backend: str) -> str:
+        """The module that builds this family's encoder on ``backend``; a clear error if there is none."""
+        return backend_implementation(self, backend, f"model type {self.name!r} ({self.display_name})",
+                                      UnknownFamilyError)
+
+
+REGISTRY: Registry[ModelFamily] = Registry("model type", UnknownFamilyError)
+FAMILIES: Mapping[str, ModelFamily] = REGISTRY.entries
+register_family, get_family = REGISTRY.register, REGISTRY.get
+
+
+_LAYER = r"encoder\.layer\.(\d+)\."
+for _family in (
+    ModelFamily("bert", "BERT", "bert", ("embeddings.",), _LAYER, {"torch": _HF_TORCH, "mxnet": _GLUON}),
+    ModelFamily("roberta", "RoBERTa", "roberta", ("embeddings.",), _LAYER, {"torch": _HF_TORCH, "mxnet": _GLUON}),
+    ModelFamily("electra", "ELECTRA", "bert", ("embeddings.", "embeddings_project."), _LAYER,
+                {"torch": _HF_TORCH, "mxnet": _GLUON}),
+    # ALBERT shares one layer group's weights across its depth: its "layers" are the groups.
+    ModelFamily("albert", "ALBERT", "bert", ("embeddings.", "encoder.embedding_hidden_mapping_in."),
+                r"encoder\.albert_layer_groups\.(\d+)\.", {"torch": _HF_TORCH, "mxnet": _GLUON},
+                num_layers_key="num_hidden_groups"),
+    ModelFamily("distilbert", "DistilBERT", "bert", ("embeddings.",), r"transformer\.layer\.(\d+)\.",
+                {"torch": _HF_TORCH, "mxnet": _GLUON}, num_layers_key="n_layers"),
+    ModelFamily("mobilebert", "MobileBERT", "bert", ("embeddings.",), _LAYER,
+                {"torch": _HF_TORCH, "mxnet": "bench.backends.mxnet.mobilebert"}),
+):
+    register_family(_family)
