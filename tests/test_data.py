@@ -231,6 +231,31 @@ def test_unreadable_files(tmp_path, content, part):
         assert excinfo.value.__context__ is None or excinfo.value.__suppress_context__
 
 
+GZIP_CORRUPTIONS = ["body", "truncated", "crc"]
+
+
+def corrupt_gzip(path: Path, data: bytes, kind: str) -> Path:
+    """``data`` gzipped and broken so that reading it fails with zlib.error ("body": a bad deflate
+    block), EOFError ("truncated") or gzip.BadGzipFile ("crc": a checksum mismatch)."""
+    packed = gzip.compress(data)
+    path.write_bytes({"body": packed[:10] + b"\xff" * 20 + packed[30:],
+                      "truncated": packed[:len(packed) // 2],
+                      "crc": packed[:-8] + b"\0" * 8}[kind])
+    return path
+
+
+@pytest.mark.parametrize("for_training", [False, True])
+@pytest.mark.parametrize("kind", GZIP_CORRUPTIONS)
+def test_corrupt_gzip_is_one_error_naming_the_file(tmp_path, kind, for_training):
+    path = corrupt_gzip(tmp_path / "bad.json.gz", json.dumps(base_file()).encode("utf-8"), kind)
+    with pytest.raises(SquadFormatError) as excinfo:
+        load_squad(path, for_training=for_training)
+    message = str(excinfo.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert excinfo.value.__cause__ is None
+    assert excinfo.value.__context__ is None or excinfo.value.__suppress_context__
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(SquadFormatError, match=r"nowhere\.json: file not found"):
         load_squad(tmp_path / "nowhere.json")

@@ -411,3 +411,44 @@ def test_a_hung_rank_ends_the_horovod_job(tmp_path):
     assert job.returncode != 0, output
     assert "barrier did not finish within 10 s" in output, output
     assert seconds < TEARDOWN_LIMIT_S
+
+
+# ------------------------------------------------------------------------------- run.log under every launcher
+# What rank 0's run.log must hold after a 2-process training + evaluation run, whichever launcher
+# started the ranks: the records of every stage, at INFO, from the first (the rank line) to the last.
+RUN_LOG_RECORDS = ("INFO bench.run: rank 0/2 on", "INFO bench.core.features: built ", "INFO bench.run: training ",
+                   "INFO bench.run: update 1 ", "INFO bench.run: update 2 ", "INFO bench.run.loop: saved ",
+                   "INFO bench.run: rank 0 final parameter digest", "INFO bench.run.pipeline: eval update_2: ",
+                   "INFO bench.run: SQuAD 2.0: EM ", "INFO bench.run: outputs in ")
+
+
+def _run_script_command(launcher: str) -> list[str]:
+    if launcher == "torchrun":
+        return [_tool("torchrun", "pip install torch==2.13.0"), "--standalone", "--nproc_per_node", "2",
+                "-m", "bench.run_squad", "--comm_backend", "torchrun"]
+    if launcher == "horovodrun":
+        return [_tool("horovodrun", "install Horovod with: bash scripts/install_horovod.sh"),
+                "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "bench.run_squad",
+                "--comm_backend", "horovod"]
+    # --gpus 0,1 without a GPU: two spawned device workers on the CPU (Gloo), as on a 2-GPU machine.
+    return [sys.executable, "-m", "bench.run_squad", "--comm_backend", "device"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_rank0_run_log_is_complete_under_every_launcher(launcher, tiny_model, sample_files, tmp_path):
+    from tests.test_run_squad import base_args
+
+    out = tmp_path / "out"
+    argv = base_args(tiny_model("bert"), sample_files["2.0"], out, num_train_steps=2, max_eval_samples=5,
+                     gpus="0,1" if launcher == "device" else "-1")
+    try:
+        job = subprocess.run(_run_script_command(launcher) + argv, cwd=REPO_ROOT, env=_child_env(),
+                             capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{launcher} run still going after 300 s:\n{exc.stdout}\n{exc.stderr}")
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-6000:]
+    log = (out / "run.log").read_text(encoding="utf-8")
+    for record in RUN_LOG_RECORDS:
+        assert record in log, f"{record!r} is missing from rank 0's run.log:\n{log}"
+    assert "rank 1/2" not in log, log          # rank 0's log only

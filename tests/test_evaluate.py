@@ -23,6 +23,7 @@ import pytest
 from bench.core.data import Answer, SquadDataset, SquadExample
 from bench.apps.evaluate import main
 from bench.core.scoring import evaluate, exact_match, normalize_answer, token_f1
+from tests.test_data import GZIP_CORRUPTIONS, corrupt_gzip
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 V2_KEYS = ["exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total",
@@ -418,6 +419,78 @@ def test_cli_data_file_problems_exit_2(v2_files, tmp_path, capsys, squad_dir):
     assert "missing.json: file not found" in capsys.readouterr().err
     assert main([str(squad_dir / "xquad.en.json.gz"), str(pred_file), "--na-prob-file", str(na_file)]) == 2
     assert "SQuAD 2.0 only" in capsys.readouterr().err
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as every JSON parser but Python's does."""
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("na_probs, ids", [
+    ({qid: float("nan") for qid, _ in V2_QUESTIONS}, "'q1', 'q2', 'q3'"),       # all NaN
+    ({**V2_NA_PROBS, "q2": float("nan"), "q4": float("nan")}, "'q2', 'q4'"),  # some NaN
+    ({**V2_NA_PROBS, "q5": float("inf")}, "'q5'"),
+    ({**V2_NA_PROBS, "q3": float("-inf")}, "'q3'"),
+])
+def test_cli_non_finite_na_probs_exit_2_naming_ids_and_file(v2_files, tmp_path, capsys, na_probs, ids):
+    data_file, pred_file, _ = v2_files
+    bad = write_json(tmp_path / "na-nan.json", na_probs)       # Python writes NaN / Infinity
+    out_file = tmp_path / "scores.json"
+    assert main([str(data_file), str(pred_file), "-n", str(bad), "-o", str(out_file)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert str(bad) in captured.err and "NaN or infinite" in captured.err and ids in captured.err
+    assert not out_file.exists()
+
+
+def test_non_finite_na_probs_in_memory_are_refused():
+    data = dataset("2.0", V2_QUESTIONS)
+    nan = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or infinite for 6 of 6 questions \('q1', 'q2', 'q3', 'q4', 'q5', \.\.\.\)"):
+        evaluate(data, V2_PREDICTIONS, na_probs={qid: nan for qid, _ in V2_QUESTIONS} | {"q6": nan})
+    with pytest.raises(ValueError, match="na_prob_thresh is NaN"):
+        evaluate(data, V2_PREDICTIONS, na_probs=V2_NA_PROBS, na_prob_thresh=nan)
+
+
+def test_infinite_threshold_never_answers_empty_by_threshold():
+    # what a run does with its raw null-score differences: only the best_* keys use them
+    data = dataset("2.0", V2_QUESTIONS)
+    result = evaluate(data, V2_PREDICTIONS, na_probs=V2_NA_PROBS, na_prob_thresh=float("inf"))
+    assert result == evaluate(data, V2_PREDICTIONS, na_probs=V2_NA_PROBS, na_prob_thresh=1.0)
+    assert strict_json(json.dumps(result)) == result
+    everything_empty = evaluate(data, V2_PREDICTIONS, na_probs=V2_NA_PROBS, na_prob_thresh=float("-inf"))
+    assert everything_empty["exact"] == everything_empty["NoAns_total"] * 100 / 5
+
+
+@pytest.mark.parametrize("thresh", ["nan", "NaN", "inf", "-inf", "Infinity"])
+def test_cli_non_finite_na_prob_thresh_exit_2_naming_the_flag(v2_files, capsys, thresh):
+    data_file, pred_file, na_file = v2_files
+    assert main([str(data_file), str(pred_file), "-n", str(na_file), f"--na-prob-thresh={thresh}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert "--na-prob-thresh" in captured.err and "finite" in captured.err
+
+
+def test_cli_output_is_strict_json(v2_files, tmp_path, capsys):
+    data_file, pred_file, na_file = v2_files
+    out_file = tmp_path / "scores.json"
+    assert main([str(data_file), str(pred_file), "-n", str(na_file), "-o", str(out_file)]) == 0
+    assert strict_json(capsys.readouterr().out) == strict_json(out_file.read_text())
+
+
+@pytest.mark.parametrize("kind", GZIP_CORRUPTIONS)
+@pytest.mark.parametrize("which", ["data", "predictions"])
+def test_cli_corrupt_gzip_exit_2_with_one_line(v2_files, tmp_path, capsys, kind, which):
+    data_file, pred_file, _ = v2_files
+    source = data_file if which == "data" else pred_file
+    bad = corrupt_gzip(tmp_path / f"{which}.json.gz", source.read_bytes(), kind)
+    argv = [str(bad), str(pred_file)] if which == "data" else [str(data_file), str(bad)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"evaluate: error: {bad}: ")
 
 
 def test_python_dash_m_on_real_v1_data(squad_dir, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from bench.core import squad_files as prepare
 from bench.apps.prepare import main
 from bench.core.squad_files import PrepareError, find_squad_file, prepare_squad
+from tests.test_data import GZIP_CORRUPTIONS, corrupt_gzip
 
 FAKE = {"train-v2.0.json": b'{"version": "v2.0", "data": ["train"]}' * 500,
         "dev-v2.0.json": b'{"version": "v2.0", "data": ["dev"]}' * 300}
@@ -176,6 +177,17 @@ def test_corrupt_gzip_in_local_folder(tmp_path):
     (source / "train-v2.0.json.gz").write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(PrepareError, match=r"could not read .*train-v2\.0\.json\.gz"):
         prepare_squad("2.0", tmp_path / "squad", from_dir=source, urlopen=no_network)
+    assert listing(tmp_path / "squad") == []
+
+
+@pytest.mark.parametrize("kind", GZIP_CORRUPTIONS)
+def test_cli_corrupt_gzip_in_local_folder_is_one_line(tmp_path, capsys, kind):
+    source = tmp_path / "downloads"
+    source.mkdir()
+    bad = corrupt_gzip(source / "train-v2.0.json.gz", FAKE["train-v2.0.json"], kind)
+    assert main(["--version", "2.0", "--data_dir", str(tmp_path / "squad"), "--from", str(source)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"prepare-data: error: could not read {bad}: ") and err.count("\n") == 1
     assert listing(tmp_path / "squad") == []
 
 

@@ -1,9 +1,13 @@
 """The comparison report (bench.apps.report) from the hand-written runs in tests/fixtures/runs/.
 
-Fixtures: ELECTRA small on v2.0 with seeds 1-3; BERT base (uncased) on v2.0 on
-torch and on mxnet; ALBERT base on v1.1; a truncated results.json ("broken")
-and one without metrics and timing ("partial"). The golden numbers below were
-worked out by hand from those files:
+Fixtures (schema v2 unless noted): ELECTRA small on v2.0 with seeds 1-3; BERT base
+(uncased) on v2.0 on torch and on mxnet; ALBERT base on v1.1 (a schema v1 record
+whose dev_sha256 is the official plain dev-v1.1.json's); a tiny BERT loaded from
+--model_path without --model_name, on the official dev-v1.1.json gzipped
+("tiny_bert_folder": not a registry model); the registry's BERT base on XQuAD-en,
+1,190 of SQuAD 1.1 dev's questions ("xquad_en": not the official dev set); a
+truncated results.json ("broken") and one without metrics and timing ("partial").
+The golden numbers below were worked out by hand from those files:
 
 ELECTRA small, fixed EM 70, 71, 73   -> median 71.00, mean 71.33, sample std 1.53
                fixed F1 73, 74.5, 75 -> median 74.50, mean 74.17, std 1.04
@@ -135,7 +139,8 @@ def test_numbers_link_to_run_folders_and_sources(out_dir, markdown):
 
 def test_framework_parity_pairs_backends(markdown):
     [row] = table_under(markdown, "## Framework parity (torch vs mxnet)")
-    assert (row["Model"], row["SQuAD"]) == ("BERT base (uncased)", "2.0")
+    assert (row["Model"], row["SQuAD"], row["Evaluation set"]) == ("BERT base (uncased)", "2.0",
+                                                                   "dev-v2.0.json (official)")
     assert [_text(row[c]) for c in ("EM torch", "EM mxnet", "F1 torch", "F1 mxnet", "samples/s torch",
                                     "samples/s mxnet")] == ["73.00", "72.80", "76.00", "75.90", "120.50", "100.25"]
 
@@ -146,7 +151,7 @@ def test_broken_and_partial_runs_are_listed_and_skipped(markdown):
     partial = next(line for line in section.splitlines() if "partial/results.json" in line)
     assert "not valid JSON" in broken
     assert "missing field 'metrics'" in partial and "missing field 'timing'" in partial
-    assert "Runs: 6 in 4 configurations; 2 skipped." in markdown
+    assert "Runs: 8 in 6 configurations; 2 skipped." in markdown
 
 
 def test_superseded_reference_is_struck_through_not_compared(markdown):
@@ -159,26 +164,30 @@ def test_superseded_reference_is_struck_through_not_compared(markdown):
 
 def _csv(out_dir: Path) -> dict[tuple, str]:
     with open(out_dir / "results.csv", newline="", encoding="utf-8") as f:
-        return {(r["section"], r["squad_version"], r["model"], r["variant"], r["quantity"], r["statistic"]):
-                r["value"] for r in csv.DictReader(f)}
+        return {(r["section"], r["squad_version"], r["model"], r["variant"], r["eval_set"], r["quantity"],
+                 r["statistic"]): r["value"] for r in csv.DictReader(f)}
 
 
 def test_csv_holds_the_table_numbers(out_dir):
     table = _csv(out_dir)
-    electra = ("main", "2.0", "google_electra_small", "torch/conditional/float32")
+    dev2, dev1 = "dev-v2.0.json (official)", "dev-v1.1.json (official)"
+    electra = ("main", "2.0", "google_electra_small", "torch/conditional/float32", dev2)
     assert {stat: table[electra + ("exact_fixed", stat)] for stat in ("median", "mean", "std")} == {
         "median": "71.0", "mean": "71.3333", "std": "1.5275"}
     assert table[electra + ("f1_tuned", "std")] == "1.0"
     assert table[electra + ("f1_minus_gluonnlp", "difference")] == "1.04"
-    assert table[("main", "1.1", "google_albert_base_v2", "torch/conditional/float32", "exact_minus_gluonnlp",
+    assert table[("main", "1.1", "google_albert_base_v2", "torch/conditional/float32", dev1, "exact_minus_gluonnlp",
                   "difference")] == "-0.57"
-    assert table[("parity", "2.0", "google_en_uncased_bert_base", "conditional/float32",
+    assert table[("parity", "2.0", "google_en_uncased_bert_base", "conditional/float32", dev2,
                   "train_samples_per_second_mxnet", "value")] == "100.25"
-    assert table[("main", "2.0", "google_electra_base", "", "gluonnlp_fp32_exact", "value")] == "83.8"
+    assert table[("main", "2.0", "google_electra_base", "", dev2, "gluonnlp_fp32_exact", "value")] == "83.8"
+    assert table[("other", "1.1", "google_en_uncased_bert_base", "torch/conditional/float32",
+                  "xquad.en.json.gz (1,190 questions)", "exact_fixed", "value")] == "79.5"
+    assert not [key for key in table if key[0] == "main" and key[2] == "/models/tiny-bert"]
 
 
 TEXT_COLUMNS = {"Model", "Run (backend · head · dtype)", "Seeds", "SQuAD", "head · dtype", "Source", "Precision",
-                "Threshold", "Note"}
+                "Threshold", "Note", "Evaluation set", "Not compared because"}
 
 
 def test_every_number_in_the_tables_is_in_the_csv(out_dir, markdown):
@@ -244,6 +253,73 @@ def test_subset_evaluations_are_not_compared(tmp_path):
     text = _markdown(tmp_path / "out", tmp_path / "runs")
     assert "subset of dev (--max_eval_samples 200)" in text
     assert row_of(table_under(text, "## SQuAD 1.1 (dev)"), "ALBERT base", "not run")
+
+
+# ----------------------------------------------------------------------------- what is compared with what
+
+OTHER = "## Other models and evaluation sets"
+
+
+def test_a_model_that_is_not_the_registry_checkpoint_is_never_compared(markdown):
+    """The tiny BERT of --model_path (no --model_name) is not filed as ALBERT base (the flag's default)."""
+    v11 = table_under(markdown, "## SQuAD 1.1 (dev)")
+    [albert] = [r for r in v11 if r["Model"] == "ALBERT base"]
+    assert (_text(albert["Seeds"]), albert["Δ EM"]) == ("1: 100", "-0.57")    # the v1 fixture alone
+    assert "4.08" not in markdown.split(OTHER)[0]
+    [tiny] = [r for r in table_under(markdown, OTHER) if "/models/tiny-bert" in r["Model"]]
+    assert tiny["Model"] == "BERT, 4.4M parameters: /models/tiny-bert"
+    assert (tiny["SQuAD"], tiny["Evaluation set"], _text(tiny["EM"])) == ("1.1", "dev-v1.1.json (official)", "4.08")
+    assert tiny["Not compared because"] == "not a registry model (`model.registry_match` false)"
+
+
+def test_a_run_on_another_evaluation_set_is_never_compared(markdown):
+    """XQuAD-en (1,190 of SQuAD 1.1 dev's 10,570 questions) is not a "SQuAD 1.1 (dev)" score."""
+    assert row_of(table_under(markdown, "## SQuAD 1.1 (dev)"), "BERT base (uncased)", "not run")
+    [xquad] = [r for r in table_under(markdown, OTHER) if r["Evaluation set"].startswith("xquad")]
+    assert (xquad["Model"], xquad["SQuAD"], xquad["Evaluation set"]) == (
+        "BERT base (uncased)", "1.1", "xquad.en.json.gz (1,190 questions)")
+    assert (_text(xquad["EM"]), _text(xquad["F1"]), xquad["EM tuned"]) == ("79.50", "87.25", "—")
+    assert xquad["Not compared because"] == "not the official dev-v1.1.json"
+    assert "GluonNLP" not in table_under(markdown, OTHER)[0]
+
+
+def _eval_set(name: str, n: int, sha: str = "ab" * 32, official_file=None, official=False) -> dict:
+    return {"file": f"data/{name}", "name": name, "sha256": sha, "content_sha256": sha, "num_questions": n,
+            "num_questions_in_file": n, "official_file": official_file, "is_official_dev": official}
+
+
+def test_a_small_dev_file_gets_its_own_rows_labelled_with_the_set(tmp_path):
+    runs = tmp_path / "runs"
+    _copy_run("bert_base_torch", runs / "dev24", data__eval_set=_eval_set("dev24.json", 24))
+    _copy_run("bert_base_torch", runs / "rebuilt", data__eval_set=_eval_set("dev-v2.0.rebuilt.json.gz", 11873,
+                                                                             "cd" * 32))
+    # the official dev-v1.1.json under a SQuAD 2.0 run is not that run's published set either
+    _copy_run("bert_base_torch", runs / "v11", data__eval_set=_eval_set(
+        "dev-v1.1.json", 10570, "95aa6a52d5d6a735563366753ca50492a658031da74f301ac5238b03966972c9", "dev-v1.1.json"))
+    text = _markdown(tmp_path / "out", runs)
+    assert row_of(table_under(text, "## SQuAD 2.0 (dev)"), "BERT base (uncased)", "not run")
+    rows = {r["Evaluation set"]: r for r in table_under(text, OTHER)}
+    assert set(rows) == {"dev24.json (24 questions)", "dev-v2.0.rebuilt.json.gz (11,873 questions)",
+                         "dev-v1.1.json (10,570 questions)"}
+    assert rows["dev24.json (24 questions)"]["Not compared because"] == "not the official dev-v2.0.json"
+    assert rows["dev-v1.1.json (10,570 questions)"]["Not compared because"] == (
+        "evaluated on dev-v1.1.json, not the official dev-v2.0.json")
+
+
+def test_schema_v1_records_are_read_and_compared_only_when_they_prove_the_official_set(tmp_path):
+    runs = tmp_path / "runs"
+    _copy_run("albert_base_v1", runs / "official")                                   # compared
+    # the original defect, as a v1 record: --model_path held a BERT, the name is the ignored default
+    _copy_run("albert_base_v1", runs / "folder", seed=1, model__family="bert", model__source="/models/x",
+              hyperparameters__model_path="/models/x")
+    _copy_run("albert_base_v1", runs / "unknown", seed=2, data__dev_sha256="12" * 32)  # a set v1 cannot name
+    text = _markdown(tmp_path / "out", runs)
+    albert = row_of(table_under(text, "## SQuAD 1.1 (dev)"), "ALBERT base", "torch")
+    assert (_text(albert["Seeds"]), albert["Δ EM"]) == ("1: 100", "-0.57")
+    reasons = {r["Model"]: r["Not compared because"] for r in table_under(text, OTHER)}
+    assert reasons == {
+        "BERT, 11.7M parameters: /models/x": "not a registry model (`model.registry_match` false)",
+        "ALBERT base": "evaluation set unknown (schema v1 record; its file is not the official dev-v1.1.json)"}
 
 
 def test_only_results_json_is_read_never_logs_or_folder_names(tmp_path):

@@ -169,3 +169,92 @@ def test_cli_as_a_module_and_offline_failure(tmp_path, sample_files):
                           env=env, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode != 0
     assert "google/electra-small-discriminator" in proc.stderr and "--model_path" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------- output folder reuse
+def error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("run_squad: error:")]
+
+
+def train_log_updates(out: Path) -> list[int]:
+    return [json.loads(line)["update"] for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_a_reused_output_dir_is_refused_unless_resume_or_overwrite(tiny_dirs, sample_files, tmp_path, capsys):
+    """A fresh run into a folder holding another run's checkpoints would score that run's newest one."""
+    out = tmp_path / "run"
+    flags = dict(head="basic", max_eval_samples=5)
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], out, num_train_steps=4, save_interval=2,
+                               **flags)) == 0
+    before = (out / "results.json").read_bytes()
+    capsys.readouterr()
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], out, num_train_steps=2, **flags)) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and str(out) in errors[0], errors
+    assert "--resume" in errors[0] and "--overwrite_output_dir" in errors[0]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["update_2", "update_4"]
+    assert (out / "results.json").read_bytes() == before          # nothing touched
+
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], out, num_train_steps=2,
+                               overwrite_output_dir=True, **flags)) == 0
+    record = load_results(out / "results.json")
+    assert record["timing"]["updates"] == 2 and record["metrics"]["best_checkpoint"] == "update_2"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["update_2"]
+    assert train_log_updates(out) == [1, 2]
+
+
+@pytest.mark.parametrize("flag", ["dev_file", "model_path"])
+def test_a_run_that_fails_at_startup_leaves_no_output_dir_behind(flag, tiny_dirs, sample_files, tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    argv = base_args(tiny_dirs["bert"], sample_files["2.0"], out, num_train_steps=2)
+    argv[argv.index(f"--{flag}") + 1] = str(tmp_path / "missing.json")
+    assert run_squad(argv) == 2
+    assert "missing.json" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    # A folder that was there before is kept, with the run's log and without its lock.
+    out.mkdir(parents=True)
+    assert run_squad(argv) == 2
+    assert [p.name for p in out.iterdir()] == ["run.log"]
+
+
+# ---------------------------------------------------------------------------------------- resume bookkeeping
+def test_a_resumed_run_records_the_whole_run(tiny_dirs, sample_files, tmp_path):
+    """Interrupted twice: results.json counts every update and every segment's training time, names the
+    resume points, and train_log.jsonl holds each update once."""
+    import dataclasses
+
+    from bench.core.flags import config_from_args
+    from bench.backends.torch import run
+
+    common = dict(num_train_steps=6, save_interval=2, max_eval_samples=5, head="basic")
+    out = tmp_path / "run"
+    config = config_from_args(base_args(tiny_dirs["bert"], sample_files["2.0"], out, **common))
+    assert run(config, stop_after=3) is None                 # checkpoint at 2; update 3 is lost work
+    assert train_log_updates(out) == [1, 2, 3]
+    assert run(dataclasses.replace(config, resume=True), stop_after=3) is None     # 3, 4, 5: checkpoint at 4
+    seconds_at_4 = json.loads((out / "checkpoints" / "update_4" / "meta.json").read_text())["train_seconds"]
+    assert seconds_at_4 > 0
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], out, resume=True, **common)) == 0
+    record = load_results(out / "results.json")
+    timing = record["timing"]
+    assert timing["updates"] == 6 and timing["resumed_from"] == [2, 4]
+    assert train_log_updates(out) == [1, 2, 3, 4, 5, 6]
+    last_segment = json.loads((out / "train_log.jsonl").read_text().splitlines()[-1])["elapsed_seconds"]
+    assert timing["train_seconds"] >= seconds_at_4 + last_segment - 0.01
+    assert timing["train_device_hours"] == round(timing["train_seconds"] / 3600, 6)
+
+
+def test_resume_with_another_head_names_both_heads(tiny_dirs, sample_files, tmp_path, capsys):
+    from bench.core.flags import config_from_args
+    from bench.backends.torch import run
+
+    out = tmp_path / "run"
+    common = dict(num_train_steps=3, save_interval=1)
+    config = config_from_args(base_args(tiny_dirs["bert"], sample_files["2.0"], out, head="conditional", **common))
+    assert run(config, stop_after=1) is None
+    capsys.readouterr()
+    assert run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], out, head="basic", resume=True,
+                               **common)) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "--head basic" in errors[0] and "conditional" in errors[0], errors
+    assert "update_1" in errors[0]

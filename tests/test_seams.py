@@ -67,10 +67,10 @@ def test_a_head_refuses_a_loss_it_does_not_list(tiny_dirs, sample_files, tmp_pat
 
 
 def test_an_unknown_head_lists_the_registered_ones(tiny_dirs, sample_files, tmp_path, capsys):
-    status = run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], tmp_path / "r", head="bilstm"))
+    status = run_squad(base_args(tiny_dirs["bert"], sample_files["2.0"], tmp_path / "r", head="pointer_net"))
     assert status == 2
     err = capsys.readouterr().err
-    assert "unknown --head 'bilstm'" in err and "Known: conditional, basic" in err
+    assert "unknown --head 'pointer_net'" in err and "Known: conditional, basic" in err
 
 
 def make_toy_family_dir(out, tokenizer_source):

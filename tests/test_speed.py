@@ -52,6 +52,21 @@ def test_quick_run_writes_every_figure(quick_report):
     assert figures["features"]["cache_speedup"] > 0
     assert any(key.startswith("eval_full/") for key in figures["memory"])
     assert report["machine"]["cpu_count"] and report["versions"]["torch"]
+    cpu = report["machine"]["cpu"]                       # bench.run.cpu's abilities
+    assert {"model", "flags_known", "avx2", "avx512", "avx512_bf16", "amx", "native_bf16", "cores_available"} <= set(cpu)
+    assert report["machine"]["native_bf16"] == cpu["native_bf16"]
+    low = {"bfloat16 dynamic", "bfloat16 padded"}
+    if cpu["native_bf16"]:
+        assert low <= set(figures["training"]["ours"]["runs"]) and not figures["training"]["skipped_runs"]
+    else:
+        assert not low & set(figures["training"]["ours"]["runs"]) and set(figures["training"]["skipped_runs"]) == low
+    peak = figures["cpu_peak"]                           # the GEMM probe, its own process
+    assert peak["size"] == 2048 and peak["peaks"]["float32"]["flops_per_s"] > 0
+    assert ("bfloat16" in peak["peaks"]) == cpu["native_bf16"]
+    assert set(peak["fractions"]["training"]) == set(figures["training"]["ours"]["runs"])
+    assert all(0 < share for share in peak["fractions"]["training"].values())
+    assert "figure 3 forward passes" in peak["fractions"]["inference"]
+    assert "cpu_peak" in figures["memory"]
     for run in figures["inference"]["ours"]["runs"].values():
         assert run["questions_per_s"] > 0 and 0 <= run["scores"]["f1"] <= 100
 
@@ -59,7 +74,7 @@ def test_quick_run_writes_every_figure(quick_report):
 def test_quick_run_markdown_has_every_section(quick_report):
     markdown = (quick_report / "speed.md").read_text()
     for title in ("## 1. Inference", "## 2. Training", "## 3. Evaluation", "## 4. Post-processing",
-                  "## 5. Feature building", "## 6. Peak memory", "## GPU"):
+                  "## 5. Feature building", "## 6. Peak memory", "## GPU", "## The CPU's own limit: GEMM peak"):
         assert title in markdown
     assert "Baseline skipped" in markdown
 

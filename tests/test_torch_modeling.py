@@ -99,6 +99,30 @@ def test_cached_hub_model_is_used_without_network(monkeypatch, tmp_path, tiny_di
     assert source.folder == snapshot and source.family == "electra"
 
 
+def test_sharded_safetensors_are_read_and_pickles_never(tmp_path, tiny_dirs):
+    """A model.safetensors.index.json folder loads its shards; a pytorch_model.bin beside them is ignored."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "sharded"
+    shutil.copytree(tiny_dirs["bert"], folder)
+    state = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    names = sorted(state)
+    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in halves.items():
+        save_file({key: state[key] for key in keys}, str(folder / shard))
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {key: shard for shard, keys in halves.items() for key in keys}}))
+    # Different weights in a pickle: loading them would show (and unpickling is never allowed).
+    torch.save({key: value + 1.0 for key, value in state.items()}, folder / "pytorch_model.bin")
+    backbone = build_qa_model(resolve_model_source("x", str(folder))).backbone.state_dict()
+    for key, value in backbone.items():
+        assert torch.equal(value, state[key]), key
+
+
 def test_backbone_path_overrides_weights_with_strict_keys(tmp_path, tiny_dirs):
     from safetensors.torch import save_file
 

@@ -18,6 +18,11 @@ Answer offsets are checked: an answer is usable when its text is non-empty and
 
 Every such case is counted in ``SquadDataset.stats`` and summed up in a single
 warning line, so a noisy file does not flood the log.
+
+A file that cannot be read at all (missing, not JSON, a corrupt, truncated or
+bad-checksum ``.gz``) is a ``SquadFormatError`` naming it, never a traceback.
+Whether a dataset left without questions may be used is the caller's decision
+(``EmptyDataError``, raised by the run layer before training).
 """
 from __future__ import annotations
 
@@ -26,19 +31,24 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from bench.core.io_utils import read_json_file, sha256_file
 from bench.core.errors import BenchError
 
 __all__ = ["Answer", "SquadExample", "SquadDataset", "SquadFormatError", "load_squad",
-           "gold_answers", "normalize_version"]
+           "gold_answers", "normalize_version", "EmptyDataError"]
 
 logger = logging.getLogger(__name__)
 
 
 class SquadFormatError(BenchError, ValueError):
     """A SQuAD file that cannot be read; the message names the file and the article or question id."""
+
+
+class EmptyDataError(BenchError, ValueError):
+    """Data that leaves nothing to train on or evaluate (no questions, or no windows cut from them);
+    the message names the file, or the flag, and says why."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ A *family* is what a checkpoint's ``config.json`` calls its ``model_type`` (``be
   LR decay and ``--untunable_depth`` (``bench.run.training_rules``);
 * the ``config.json`` key that counts independently parameterised layers (ALBERT: layer groups);
 * whether transformers' model class supports scaled-dot-product attention;
+* whether positions are numbered after the padding index (how long a window may be);
 * the name reports print;
 * for each backend, the module that builds the family's encoder there. A backend without an
   entry refuses the family with a message naming the backends that have one.
@@ -50,6 +51,9 @@ class ModelFamily:
     backends: Mapping[str, str] = field(default_factory=dict)   # backend -> module building the encoder
     num_layers_key: str = "num_hidden_layers"  # config.json key counting parameterised layers
     sdpa: bool = True                          # transformers' class supports SDPA attention
+    # Positions are numbered from pad_token_id + 1 (RoBERTa's make_positions), so
+    # max_position_embeddings - pad_token_id - 1 tokens fit a window (RoBERTa: 514 -> 512).
+    positions_after_padding: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "backends", dict(self.backends))
@@ -88,7 +92,8 @@ register_family, get_family = REGISTRY.register, REGISTRY.get
 _LAYER = r"encoder\.layer\.(\d+)\."
 for _family in (
     ModelFamily("bert", "BERT", "bert", ("embeddings.",), _LAYER, {"torch": _HF_TORCH, "mxnet": _GLUON}),
-    ModelFamily("roberta", "RoBERTa", "roberta", ("embeddings.",), _LAYER, {"torch": _HF_TORCH, "mxnet": _GLUON}),
+    ModelFamily("roberta", "RoBERTa", "roberta", ("embeddings.",), _LAYER, {"torch": _HF_TORCH, "mxnet": _GLUON},
+                positions_after_padding=True),
     ModelFamily("electra", "ELECTRA", "bert", ("embeddings.", "embeddings_project."), _LAYER,
                 {"torch": _HF_TORCH, "mxnet": _GLUON}),
     # ALBERT shares one layer group's weights across its depth: its "layers" are the groups.

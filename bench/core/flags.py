@@ -115,6 +115,10 @@ class RunConfig:
     dev_file: str | None = _flag(None, 'dev file (.json or .json.gz), overrides --data_dir', gluon=False)
     head: str = _flag('conditional', 'QA head (a name in bench.core.heads: conditional, basic, ...)', gluon=False)
     loss: str = _flag('ce', 'training loss of the head (a name in bench.core.losses)', gluon=False)
+    focal_gamma: float = _flag(1.0, '--loss focal: gamma in -(1 - p_gold)^gamma log p_gold (0 = ce)', gluon=False)
+    label_smoothing: float = _flag(0.2,
+        '--loss label_smoothing: share eps of the target spread over the other candidate positions (0 = ce)',
+        gluon=False)
     stride_mode: str = _flag('step',
         'step: --doc_stride is the distance between window starts (BERT, GluonNLP); overlap: tokens shared by'
         ' consecutive windows (Hugging Face)', gluon=False, choices=('step', 'overlap'))
@@ -122,7 +126,13 @@ class RunConfig:
     max_eval_samples: int | None = _flag(None, 'evaluate on a reproducible random subset of questions', gluon=False)
     null_score_diff_threshold: float = _flag(0.0,
         'v2: predict no answer when null score - best span score exceeds this', gluon=False)
+    select_best_by: str = _flag('em_f1',
+        'how --all_evaluate picks the best checkpoint: em_f1 ((EM + F1) / 2; v2.0: threshold-tuned), '
+        'joint_accuracy (windows whose argmax start and end both equal the labels)', gluon=False,
+        choices=('em_f1', 'joint_accuracy'))
     resume: bool = _flag(False, 'continue from the newest checkpoint in --output_dir', gluon=False)
+    overwrite_output_dir: bool = _flag(False,
+        'replace the previous run in --output_dir: remove its checkpoints and outputs first', gluon=False)
     seeds: str | None = _flag(None,
         'comma-separated seeds: run once per seed into <output_dir>/seed_<s>', gluon=False)
     cache_dir: str | None = _flag(None, 'feature cache folder (default: <output_dir>/../.feature_cache)', gluon=False)
@@ -133,6 +143,12 @@ class RunConfig:
         gluon=False)
     compile: bool = _flag(False,
         'compile the backbone with torch.compile (worth it on GPUs; slow to start)', gluon=False)
+    report_to: str = _flag('none',
+        'experiment trackers, comma-separated: none, tensorboard, wandb, mlflow, all (every installed one);'
+        ' see docs/tracking.md', gluon=False)
+    eval_interval: int | None = _flag(None,
+        'also evaluate on dev every N updates during training (recorded in results.json metrics.evaluations)',
+        gluon=False)
 
 
 def _flag_row(f) -> Flag:
@@ -185,7 +201,7 @@ def validate(config) -> None:
                  "log_interval", "eval_log_interval", "max_saved_ckpt"):
         _check(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
     for name in ("save_interval", "num_train_steps", "round_to", "max_train_samples", "max_eval_samples",
-                 "warmup_steps", "max_train_windows_per_epoch"):
+                 "warmup_steps", "max_train_windows_per_epoch", "eval_interval"):
         value = getattr(config, name)
         _check(value is None or value > 0, f"--{name} must be positive, got {value}")
     _check(config.epochs > 0 or config.num_train_steps, f"--epochs must be positive, got {config.epochs}")
@@ -214,6 +230,8 @@ def _validate_head_and_loss(config) -> None:
     get_loss(config.loss)
     _check(config.loss in head.losses, f"--loss {config.loss} does not apply to --head {config.head}, which "
            f"trains with: {', '.join(head.losses)}")
+    _check(config.focal_gamma >= 0, f"--focal_gamma must be >= 0, got {config.focal_gamma}")
+    _check(0.0 <= config.label_smoothing < 1.0, f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -10,6 +10,8 @@ A head turns the encoder's last hidden states into span scores. Each entry says,
   a null score, scored as they are);
 * ``losses``: the ``--loss`` values it can train with (see ``bench.core.losses``);
 * ``needs_is_impossible``: whether training needs the answerability labels;
+* ``needs_valid_length``: whether the head reads each window's valid (unpadded) length, passed as
+  the keyword ``valid_length`` (torch: (B,) int64) or a last positional input (MXNet: (B,) float32);
 * ``backends``: per backend, the ``module:Class`` that implements it there.
 
 The evaluation loop allocates outputs from ``outputs``, the scorer picks its candidate
@@ -27,11 +29,17 @@ from bench.core.errors import BenchError
 from bench.core.registry import Registry, backend_implementation
 
 __all__ = ["OutputSpec", "HeadSpec", "HEADS", "REGISTRY", "UnknownHeadError", "get_head", "register_head", "allocate_outputs",
-           "PAD_LOGIT", "POSTPROCESS_INPUTS"]
+           "PAD_LOGIT", "POSTPROCESS_INPUTS", "POSITION_LOSSES", "BILSTM_LAYERS", "BILSTM_LAYER_DROPOUT"]
 
 # Large negative but finite in float16: the score of a position outside a window.
 PAD_LOGIT = -1e4
 POSTPROCESS_INPUTS = ("logits", "topk")
+# The losses of a head that scores start and end positions independently (bench.core.losses).
+POSITION_LOSSES = ("ce", "focal", "label_smoothing")
+# The bilstm head's recurrent layers and the dropout between them (read when a head is built, so a test
+# can switch it off by setting this attribute; --classifier_dropout is the head's other dropout).
+BILSTM_LAYERS = 2
+BILSTM_LAYER_DROPOUT = 0.2
 
 
 class UnknownHeadError(BenchError, ValueError):
@@ -54,6 +62,7 @@ class HeadSpec:
     backends: Mapping[str, str] = field(default_factory=dict)   # backend -> "module:Class"
     losses: tuple[str, ...] = ("ce",)
     needs_is_impossible: bool = False
+    needs_valid_length: bool = False
 
     def __post_init__(self):
         if self.postprocess_input not in POSTPROCESS_INPUTS:
@@ -94,4 +103,11 @@ register_head(HeadSpec(
 register_head(HeadSpec(
     "basic", "BERT's SQuAD head: independent start and end scores, CLS as the null answer",
     _LOGITS, "logits", {"torch": "bench.backends.torch.heads:BasicHead",
-                        "mxnet": "bench.backends.mxnet.heads:BasicHead"}))
+                        "mxnet": "bench.backends.mxnet.heads:BasicHead"},
+    losses=POSITION_LOSSES))
+register_head(HeadSpec(
+    "bilstm", "a 2-layer bidirectional LSTM over the encoder's states, then independent start and end scores "
+    "(Linear(2H, 2)), CLS as the null answer",
+    _LOGITS, "logits", {"torch": "bench.backends.torch.heads:BiLSTMHead",
+                        "mxnet": "bench.backends.mxnet.heads:BiLSTMHead"},
+    losses=POSITION_LOSSES, needs_valid_length=True))

@@ -68,8 +68,10 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def read_json_file(path: str | os.PathLike, error_cls: Callable[[str], Exception] = ValueError) -> Any:
-    """Load a JSON file (plain or ``.gz``); raise ``error_cls`` naming the file on failure."""
+    """Load a JSON file (plain or ``.gz``); raise ``error_cls`` naming the file on failure, a
+    corrupt gzip body (zlib.error), truncation (EOFError) and a bad checksum included."""
     import gzip
+    import zlib
 
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -78,5 +80,7 @@ def read_json_file(path: str | os.PathLike, error_cls: Callable[[str], Exception
             return json.load(f)
     except FileNotFoundError:
         raise error_cls(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as exc:
+    except (zlib.error, EOFError, gzip.BadGzipFile) as exc:
+        raise error_cls(f"{path}: not a readable gzip file ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise error_cls(f"{path}: not valid JSON ({exc})") from None

@@ -18,7 +18,9 @@ are dropped and a question left with none is scored against ``[""]``; an empty
 prediction then matches it (F1 = 1 exactly when both sides have no tokens).
 With no-answer probabilities, a question whose probability exceeds
 ``na_prob_thresh`` counts as answered empty, and the ``best_*`` keys report the
-scores at the best probability threshold.
+scores at the best probability threshold. The probabilities must be finite numbers
+and the threshold must not be NaN (a NaN would sort anywhere and silently change the
+best_* scores); so every value of the result is finite and it is strict JSON.
 
 Deviations, on purpose: a question without a prediction scores 0 in both
 versions and counts in every total (the official 2.0 script would skip it or
@@ -26,30 +28,34 @@ crash), and is reported in one warning line rather than one line per id.
 """
 from __future__ import annotations
 
-import json
 import logging
+import math
 import os
 import re
 import string
 from collections import Counter
 from typing import Iterable
 
-from bench.core.data import SquadDataset, SquadExample, load_squad
-from bench.core.io_utils import atomic_write_json, read_json_file
+from bench.core.data import SquadDataset, SquadExample
 from bench.core.errors import BenchError
+from bench.core.io_utils import read_json_file
 
-__all__ = ["PredictionFileError", "normalize_answer", "exact_match", "token_f1", "scoring_golds",
-           "raw_scores", "evaluate", "load_predictions", "load_na_probs"]
+__all__ = ["PredictionFileError", "ScoringInputError", "normalize_answer", "exact_match", "token_f1",
+           "scoring_golds", "raw_scores", "evaluate", "load_predictions", "load_na_probs"]
 
 logger = logging.getLogger(__name__)
 
 _DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_MISSING_IDS_SHOWN = 5
+_IDS_SHOWN = 5
 
 
 class PredictionFileError(BenchError, ValueError):
     """A predictions or no-answer-probability file that cannot be used; the message names the file."""
+
+
+class ScoringInputError(BenchError, ValueError):
+    """No-answer probabilities or a threshold handed to ``evaluate`` that cannot be scored with."""
 
 
 # -- per-answer scores -----------------------------------------------------------------------
@@ -124,9 +130,22 @@ def evaluate(dataset: SquadDataset, predictions: dict[str, str], na_probs: dict 
     ``NoAns_*`` for the subsets present, then ``best_exact, best_exact_thresh,
     best_f1, best_f1_thresh`` when ``na_probs`` is given (missing ids count as 0.0).
     Predictions for ids not in the dataset are ignored.
+
+    Every value in ``na_probs`` must be a finite number: a NaN or an infinity is a
+    ScoringInputError naming the first question ids (the best_* thresholds are na-prob
+    values, so they stay finite and the result strict JSON). ``na_prob_thresh`` must not
+    be NaN (ScoringInputError); an infinite one is allowed and exact: ``float("inf")``
+    answers no question empty by threshold, so only the best_* keys use the probabilities
+    (a run scores its raw null-score differences this way, ``bench.run.pipeline.score_outputs``:
+    they are not probabilities, and only their order matters), and ``float("-inf")``
+    answers every question that has a prediction empty. The command line
+    (``bench.apps.evaluate``) accepts finite thresholds only.
     """
     if not dataset.examples:
         raise ValueError(f"{dataset.path}: no questions to score")
+    if math.isnan(na_prob_thresh):
+        raise ScoringInputError(f"na_prob_thresh is NaN: it should be a number (float('inf'): no question "
+                                f"is answered empty by threshold)")
     _check_prediction_types(predictions)
     exact, f1, missing = raw_scores(dataset, predictions)
     _warn_missing(missing, len(dataset.examples))
@@ -140,6 +159,9 @@ def evaluate(dataset: SquadDataset, predictions: dict[str, str], na_probs: dict 
 
 def _evaluate_v2(dataset: SquadDataset, predictions: dict[str, str], exact: dict, f1: dict,
                  na_probs: dict | None, na_prob_thresh: float) -> dict:
+    problem = _non_finite_probs(na_probs or {})
+    if problem:
+        raise ScoringInputError(problem)
     has_answer = {example.qid: bool(example.answers) for example in dataset.examples}
     probs = {qid: float((na_probs or {}).get(qid, 0.0)) for qid in has_answer}
     # a question the model thinks is unanswerable (na-prob above the threshold) counts as
@@ -195,11 +217,25 @@ def _check_prediction_types(predictions: dict) -> None:
             raise ValueError(f"prediction for question {qid!r} should be a string, got {type(text).__name__}")
 
 
+def _first_ids(qids: list[str], show=str) -> str:
+    """The first few ids, each as ``show`` writes it, and "..." when there are more."""
+    return ", ".join(map(show, qids[:_IDS_SHOWN])) + (", ..." if len(qids) > _IDS_SHOWN else "")
+
+
 def _warn_missing(missing: list[str], total: int) -> None:
     if missing:
-        shown = ", ".join(missing[:_MISSING_IDS_SHOWN])
-        shown += ", ..." if len(missing) > _MISSING_IDS_SHOWN else ""
-        logger.warning("%d of %d questions have no prediction and score 0 (%s)", len(missing), total, shown)
+        logger.warning("%d of %d questions have no prediction and score 0 (%s)", len(missing), total,
+                       _first_ids(missing))
+
+
+def _non_finite_probs(na_probs: dict) -> str | None:
+    """What is wrong with no-answer probabilities that are NaN or infinite (naming the first
+    question ids), or None when every one is a finite number."""
+    bad = [qid for qid, prob in na_probs.items() if not math.isfinite(prob)]
+    if not bad:
+        return None
+    return (f"the no-answer probability is NaN or infinite for {len(bad)} of {len(na_probs)} questions "
+            f"({_first_ids(bad, repr)}); every one should be a finite number")
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -218,7 +254,8 @@ def load_predictions(path: str | os.PathLike) -> dict[str, str]:
 
 
 def load_na_probs(path: str | os.PathLike) -> dict[str, float]:
-    """A no-answer probability file: a JSON object mapping question id to a number."""
+    """A no-answer probability file: a JSON object mapping question id to a finite number
+    (``NaN``, ``Infinity`` or a number too large for a float is an error naming the ids)."""
     raw = read_json_file(path, PredictionFileError)
     if not isinstance(raw, dict):
         raise PredictionFileError(f"{path}: no-answer probabilities should be a JSON object mapping "
@@ -227,4 +264,15 @@ def load_na_probs(path: str | os.PathLike) -> dict[str, float]:
         if isinstance(prob, bool) or not isinstance(prob, (int, float)):
             raise PredictionFileError(f"{path}: no-answer probability for question {qid!r} should be "
                                       f"a number, got {type(prob).__name__}")
-    return {qid: float(prob) for qid, prob in raw.items()}
+    probs = {qid: _to_float(prob) for qid, prob in raw.items()}
+    problem = _non_finite_probs(probs)
+    if problem:
+        raise PredictionFileError(f"{path}: {problem}")
+    return probs
+
+
+def _to_float(number: int | float) -> float:
+    try:
+        return float(number)
+    except OverflowError:                 # an integer literal beyond the float range
+        return math.copysign(math.inf, number)

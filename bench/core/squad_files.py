@@ -8,7 +8,8 @@ hashed, and renamed to its final name only when the hash matches; a mismatch or
 an interrupted transfer leaves nothing behind. A file already present with the
 right hash is kept as is, one with a wrong hash is fetched again. ``--from``
 also accepts ``<name>.gz``, which is decompressed and the *decompressed* bytes
-are checked.
+are checked; a corrupt one (bad data, truncated, wrong checksum) is a PrepareError
+naming it.
 
 ``find_squad_file`` is how the rest of the project locates the prepared files.
 """
@@ -21,6 +22,7 @@ import logging
 import os
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable
 
@@ -124,7 +126,7 @@ def _copy_verified(from_dir: Path, name: str, target: Path) -> None:
     try:
         with opener(source, "rb") as stream:
             _write_verified(stream, target, SQUAD_FILES[name], str(source))
-    except (OSError, EOFError) as exc:        # unreadable file, corrupt gzip
+    except (OSError, EOFError, zlib.error) as exc:    # unreadable file; truncated, corrupt or bad-CRC gzip
         raise PrepareError(f"could not read {source}: {exc}") from None
 
 

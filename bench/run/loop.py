@@ -5,6 +5,16 @@ micro-batch, clipping, the optimizer step); this loop owns the rest, in small na
 stages: the epoch plans (sharding, wrapping, length grouping: ``bench.run.pipeline``),
 counting, progress, the ``--log_interval`` records, saving and pruning checkpoints, and
 stopping at ``total_updates`` (or at ``stop_after``, which tests of ``--resume`` use).
+Each ``--log_interval`` record also goes to the ``--report_to`` trackers (``LoopContext.tracker``,
+``bench.run.trackers``), and every ``--eval_interval`` updates the driver's evaluation hook
+(``LoopContext.evaluate``) scores the model as it is before training resumes (``steps.begin()``).
+
+``--resume`` continues from the newest checkpoint whose files match the sha256 recorded when
+it was saved (a damaged one is passed over with a warning naming the file), refuses a
+checkpoint trained with another ``--head``, and rewinds ``train_log.jsonl`` to the
+checkpoint's update. The position carries the run so far across resumes (training seconds of
+every segment, skipped updates, the resume points), so the results record describes the
+whole run.
 
 An update is ``num_accumulated`` micro-batches of ``batch_size`` windows on each process;
 its loss is the mean over the update's windows, so the gradient is the mean over the
@@ -12,6 +22,7 @@ global batch ``batch_size * num_accumulated * world_size`` whatever the split.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,14 +30,20 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.core.errors import BenchError
+from bench.core.io_utils import atomic_write_text
 from bench.run.backend import TrainingSteps, UpdateResult
-from bench.run.checkpoints import TrainPosition, list_checkpoints, prune_checkpoints
+from bench.run.checkpoints import TrainPosition, newest_intact_checkpoint, prune_checkpoints, read_meta
 from bench.run.helpers import TrainStats, log_update, should_save
 from bench.run.pipeline import plan_epoch, updates_per_epoch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LoopContext", "TrainingLoop"]
+__all__ = ["LoopContext", "TrainingLoop", "ResumeError", "rewind_train_log"]
+
+
+class ResumeError(BenchError, ValueError):
+    """--resume cannot continue from the checkpoint it found; the message names it and says why."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,8 @@ class LoopContext:
     ckpt_root: Path
     log_path: Path | None       # train_log.jsonl (main process only)
     barrier: object             # zero-argument callable
+    tracker: object = None      # bench.run.trackers sink (--report_to; a NullSink off the main process)
+    evaluate: object = None     # --eval_interval: callable(update) evaluating the model as it is (every process)
 
 
 class TrainingLoop:
@@ -49,17 +68,30 @@ class TrainingLoop:
         self.total_updates, self.context = total_updates, context
         self.position = TrainPosition()
         self.stats = TrainStats()
+        self._segment_started = 0.0     # perf_counter() when this segment's training began
+        self._seconds_before = 0.0      # training seconds of the segments before it (from the checkpoint)
 
     # -- stage: resume -------------------------------------------------------------------------
     def resume_from_latest(self) -> bool:
-        checkpoints = list_checkpoints(self.context.ckpt_root)
-        if not checkpoints:
+        checkpoint = newest_intact_checkpoint(self.context.ckpt_root)
+        if checkpoint is None:
             logger.info("--resume: no checkpoint in %s, starting from scratch", self.context.ckpt_root)
             return False
-        self.position = self.steps.resume(checkpoints[-1])
-        logger.info("resumed from %s (update %d, epoch %d)", checkpoints[-1], self.position.update,
+        self._check_head(checkpoint)
+        self.position = self.steps.resume(checkpoint)
+        self.position.resumed_from = [*self.position.resumed_from, self.position.update]
+        logger.info("resumed from %s (update %d, epoch %d)", checkpoint, self.position.update,
                     self.position.epoch)
+        if self.context.log_path is not None:
+            rewind_train_log(self.context.log_path, self.position.update)
         return True
+
+    def _check_head(self, checkpoint: Path) -> None:
+        saved = (read_meta(checkpoint) or {}).get("head")
+        if saved is not None and saved != self.config.head:
+            raise ResumeError(f"--resume: checkpoint {checkpoint} was trained with --head {saved}, but this run "
+                              f"has --head {self.config.head}: resume with --head {saved}, or start a new run "
+                              f"in another --output_dir")
 
     # -- stage: one update's bookkeeping ---------------------------------------------------------
     def _count(self, micro_batches: list[np.ndarray], result: UpdateResult) -> None:
@@ -70,14 +102,24 @@ class TrainingLoop:
         self.stats.tokens += result.tokens
         self.stats.skipped_updates += int(result.skipped)
         self.stats.last_loss = result.loss
+        self.position.skipped_updates += int(result.skipped)
 
     def _log(self, result: UpdateResult, started: float) -> None:
         loss = self.steps.mean_over_processes(result.loss)
-        log_update(self.stats, self.position, loss=loss, lr=self.steps.current_lr(self.position.update),
-                   grad_norm=result.grad_norm, elapsed=time.perf_counter() - started,
-                   world_size=self.context.world_size, log_path=self.context.log_path, emit=self.context.is_main)
+        record = log_update(self.stats, self.position, loss=loss, lr=self.steps.current_lr(self.position.update),
+                            grad_norm=result.grad_norm, elapsed=time.perf_counter() - started,
+                            world_size=self.context.world_size, log_path=self.context.log_path,
+                            emit=self.context.is_main)
+        if self.context.is_main and self.context.tracker is not None:
+            self.context.tracker.log_train(record)
+
+    def _evaluate(self) -> None:
+        """--eval_interval: score the model as it is on dev, then put it back in training mode."""
+        self.context.evaluate(self.position.update)
+        self.steps.begin()
 
     def _save(self) -> None:
+        self._record_seconds()
         if self.context.is_main:
             path = self.steps.save(self.context.ckpt_root, self.position)
             pruned = prune_checkpoints(self.context.ckpt_root, self.config.max_saved_ckpt)
@@ -100,6 +142,11 @@ class TrainingLoop:
                           num_accumulated=cfg.num_accumulated, length_grouping=cfg.length_grouping,
                           max_windows=cfg.max_train_windows_per_epoch)
 
+    def _record_seconds(self) -> None:
+        """The position's training time: the segments before this one (from the checkpoint) + this one's."""
+        self.stats.seconds = time.perf_counter() - self._segment_started
+        self.position.train_seconds = self._seconds_before + self.stats.seconds
+
     def _interrupted(self, stop_after: int | None) -> bool:
         return stop_after is not None and self.stats.updates >= stop_after
 
@@ -109,7 +156,8 @@ class TrainingLoop:
         per_epoch = updates_per_epoch(len(self.order), self.context.world_size, cfg.batch_size,
                                       cfg.num_accumulated, cfg.max_train_windows_per_epoch)
         progress = progress_factory(self.total_updates, self.position.update) if progress_factory else None
-        started = time.perf_counter()
+        started = self._segment_started = time.perf_counter()
+        self._seconds_before = self.position.train_seconds
         while self.position.update < self.total_updates and not self._interrupted(stop_after):
             for micro_batches in self._epoch_plan().updates[self.position.update_in_epoch:]:
                 result = self.steps.run_update(micro_batches, self.position.update)
@@ -124,9 +172,28 @@ class TrainingLoop:
                     self.position.update_in_epoch = 0
                 if should_save(self.position.update, cfg.save_interval, end_of_epoch, finished):
                     self._save()
+                if (self.context.evaluate is not None and cfg.eval_interval and not finished
+                        and self.position.update % cfg.eval_interval == 0):
+                    self._evaluate()        # the final update is evaluated by the evaluation stage
                 if finished or end_of_epoch or self._interrupted(stop_after):
                     break
-        self.stats.seconds = time.perf_counter() - started
+        self._record_seconds()
         if progress is not None:
             progress.close()
         return self.stats
+
+
+def rewind_train_log(log_path: Path, update: int) -> None:
+    """Keep the lines of ``train_log.jsonl`` up to ``update`` (the checkpoint resumed from), so that the
+    resumed run appends each later update once; a line torn by a kill is dropped too. Atomic."""
+    if not log_path.is_file():
+        return
+    kept = []
+    for line in log_path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("update"), int) and record["update"] <= update:
+            kept.append(line + "\n")
+    atomic_write_text(log_path, "".join(kept))

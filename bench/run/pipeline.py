@@ -30,7 +30,7 @@ import numpy as np
 from bench.run.checkpoints import list_checkpoints
 from bench.core.families import get_family
 from bench.core.heads import get_head
-from bench.core.data import SquadDataset, load_squad
+from bench.core.data import EmptyDataError, SquadDataset, load_squad
 from bench.run.distributed import epoch_shard
 from bench.core.scoring import evaluate
 from bench.core.features import FeatureParams, Features
@@ -42,8 +42,8 @@ from bench.run.record import split_metrics
 logger = logging.getLogger(__name__)
 
 __all__ = ["EpochPlan", "plan_epoch", "updates_per_epoch", "total_updates", "load_datasets", "subset",
-           "feature_params", "dataset_cache_key", "selection_score", "score_outputs",
-           "checkpoints_to_evaluate", "checkpoint_label", "BestCheckpoint", "evaluate_checkpoints"]
+           "feature_params", "dataset_cache_key", "selection_score", "token_accuracy",
+           "score_outputs", "checkpoints_to_evaluate", "checkpoint_label", "BestCheckpoint", "evaluate_checkpoints"]
 
 
 @dataclass
@@ -55,7 +55,11 @@ class EpochPlan:
 def plan_epoch(features: Features, order: np.ndarray, *, epoch: int, rank: int, world_size: int, seed: int,
                batch_size: int, num_accumulated: int, length_grouping: bool = False,
                max_windows: int | None = None) -> EpochPlan:
-    """Shard, optionally group by length, wrap to whole updates, and cut into micro-batches."""
+    """Shard, optionally group by length, wrap to whole updates, and cut into micro-batches.
+
+    Every epoch of at least one window has at least one update; no windows is an EmptyDataError
+    (an epoch of no updates would make the training loop plan epochs forever)."""
+    _require_windows(len(order))
     shard = order[epoch_shard(len(order), rank, world_size, epoch, seed)]
     if max_windows:
         shard = shard[:max(1, max_windows // world_size)]
@@ -81,6 +85,8 @@ def _group_by_length(lengths: np.ndarray, indices: np.ndarray, batch_size: int, 
 
 def updates_per_epoch(num_windows: int, world_size: int, batch_size: int, num_accumulated: int,
                       max_windows: int | None = None) -> int:
+    """Updates in one epoch of each process: at least 1; no windows is an EmptyDataError."""
+    _require_windows(num_windows)
     shard = math.ceil(num_windows / world_size)
     if max_windows:
         shard = min(shard, max(1, max_windows // world_size))
@@ -88,12 +94,20 @@ def updates_per_epoch(num_windows: int, world_size: int, batch_size: int, num_ac
 
 
 def total_updates(config, num_windows: int, world_size: int) -> int:
-    """--num_train_steps, else epochs (fractional allowed, as in GluonNLP) x updates per epoch."""
+    """--num_train_steps, else epochs (fractional allowed, as in GluonNLP) x updates per epoch.
+
+    No windows is an EmptyDataError naming the training file, even with --num_train_steps."""
+    _require_windows(num_windows, config.train_file or f"the training file in --data_dir {config.data_dir}")
     if config.num_train_steps:
         return int(config.num_train_steps)
     per_epoch = updates_per_epoch(num_windows, world_size, config.batch_size, config.num_accumulated,
                                   config.max_train_windows_per_epoch)
     return max(1, math.ceil(config.epochs * per_epoch))
+
+
+def _require_windows(num_windows: int, source: str = "the training set") -> None:
+    if num_windows < 1:
+        raise EmptyDataError(f"{source}: nothing to train on: 0 training windows")
 
 
 def subset(dataset: SquadDataset, limit: int | None, seed: int) -> SquadDataset:
@@ -105,22 +119,42 @@ def subset(dataset: SquadDataset, limit: int | None, seed: int) -> SquadDataset:
 
 
 def load_datasets(config) -> tuple[SquadDataset | None, SquadDataset | None]:
-    """The training set (--do_train) and dev set (--do_eval), subset as the flags ask."""
+    """The training set (--do_train) and dev set (--do_eval), subset as the flags ask.
+
+    Both are loaded before any model or training: a set left without questions (an empty file, a
+    training file whose every answer the loader could not locate, --version 1.1 on a training file
+    with no answerable question) is an EmptyDataError naming the file and why."""
     train = dev = None
     if config.do_train:
         path = config.train_file or find_squad_file(config.data_dir, "train", config.version)
         train = load_squad(path, for_training=True)
+        why_empty = None
         if config.version == "1.1" and train.version == "2.0":
             # A v1.1 model never predicts "no answer": train on the answerable questions only.
             kept = [ex for ex in train.examples if not ex.is_impossible]
             logger.info("--version 1.1 on a 2.0 training file: keeping %d answerable of %d questions",
                         len(kept), len(train.examples))
+            if train.examples:
+                why_empty = (f"--version 1.1 trains on answerable questions only, and none of its "
+                             f"{len(train.examples)} usable questions is answerable")
             train = dataclasses.replace(train, examples=kept)
-        train = subset(train, config.max_train_samples, config.seed)
+        train = _require_questions(subset(train, config.max_train_samples, config.seed), "train on", why_empty)
     if config.do_eval:
         path = config.dev_file or find_squad_file(config.data_dir, "dev", config.version)
-        dev = subset(load_squad(path, version=config.version), config.max_eval_samples, config.seed)
+        dev = _require_questions(subset(load_squad(path, version=config.version), config.max_eval_samples,
+                                        config.seed), "evaluate")
     return train, dev
+
+
+def _require_questions(dataset: SquadDataset, purpose: str, why: str | None = None) -> SquadDataset:
+    """``dataset`` as it is, or an EmptyDataError naming its file when it has no question left."""
+    if dataset.examples:
+        return dataset
+    dropped = dataset.stats.get("questions_dropped", 0)
+    if why is None:
+        why = (f"all {dropped} answerable questions were dropped, because none of their answer texts "
+               f"could be located in the context" if dropped else "the file has no questions")
+    raise EmptyDataError(f"{dataset.path}: nothing to {purpose}: {why}")
 
 
 def feature_params(config, model_type: str) -> FeatureParams:
@@ -136,8 +170,16 @@ def dataset_cache_key(dataset: SquadDataset) -> str:
     return hashlib.sha256(dataset.sha256.encode("ascii") + ids).hexdigest()
 
 
-def selection_score(metrics: dict, version: str) -> float:
-    """(EM + F1) / 2 to choose among checkpoints; for v2.0 on the threshold-tuned scores."""
+def selection_score(metrics: dict, version: str, by: str = "em_f1") -> float:
+    """The score ``--select_best_by`` chooses among checkpoints with (higher is better).
+
+    ``em_f1``: (EM + F1) / 2, for v2.0 on the threshold-tuned scores. ``joint_accuracy``: the share of
+    windows whose argmax start and end both equal the labels (``metrics["token_accuracy"]["joint"]``).
+    """
+    if by == "joint_accuracy":
+        return float(metrics["token_accuracy"]["joint"])
+    if by != "em_f1":
+        raise ValueError(f"--select_best_by {by!r}: expected em_f1 or joint_accuracy")
     if version == "2.0" and metrics.get("tuned"):
         return (metrics["tuned"]["exact"] + metrics["tuned"]["f1"]) / 2
     fixed = metrics["fixed"]
@@ -162,12 +204,38 @@ def _topk_candidates(outputs: dict, features: Features, config):
 _CANDIDATES = {"logits": _logit_candidates, "topk": _topk_candidates}
 
 
+def _top_positions(outputs: dict, head: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's predicted (start, end) token positions: the argmax of the start and end logits
+    (``logits`` heads), or the top start and its top end (``topk`` heads)."""
+    if get_head(head).postprocess_input == "logits":
+        return (np.argmax(outputs["start_logits"], axis=1), np.argmax(outputs["end_logits"], axis=1))
+    return outputs["start_top_index"][:, 0], outputs["end_top_index"][:, 0, 0]
+
+
+def token_accuracy(head: str, features: Features, outputs: dict[str, np.ndarray]) -> dict:
+    """Start, end and joint (both right) accuracy of the top positions against the window labels.
+
+    Labels are the features' ``start_positions``/``end_positions``: the first gold answer's tokens
+    when the window holds the whole answer, else CLS (0), as in training. Fractions in [0, 1] over
+    all ``windows`` evaluated (0.0 for none)."""
+    start, end = _top_positions(outputs, head)
+    start_ok = np.asarray(start, np.int64) == features.start_positions
+    end_ok = np.asarray(end, np.int64) == features.end_positions
+    n = len(features)
+
+    def share(hits: np.ndarray) -> float:
+        return float(np.count_nonzero(hits)) / n if n else 0.0
+
+    return {"start": share(start_ok), "end": share(end_ok), "joint": share(start_ok & end_ok), "windows": int(n)}
+
+
 def score_outputs(config, dataset: SquadDataset, features: Features, outputs: dict[str, np.ndarray]):
     """Head outputs of every window (gathered, in feature order) -> answers -> scores.
 
     ``outputs`` holds ``start_logits``/``end_logits`` (basic head) or ``start_top_*``/``end_top_*``
     and ``null_score`` (conditional head). Returns ``(metrics, predictions)`` where metrics is
-    ``{"fixed": scores at --null_score_diff_threshold, "tuned": v2.0 dev-tuned scores or None}``.
+    ``{"fixed": scores at --null_score_diff_threshold, "tuned": v2.0 dev-tuned scores or None,
+    "token_accuracy": token_accuracy(...)}``.
     """
     candidates, null_scores = _CANDIDATES[get_head(config.head).postprocess_input](outputs, features, config)
     predictions = postprocess(dataset, features, candidates, null_scores, n_best_size=config.n_best_size,
@@ -179,7 +247,8 @@ def score_outputs(config, dataset: SquadDataset, features: Features, outputs: di
     tuned_source = (evaluate(dataset, predictions.predictions, na_probs=predictions.na_prob,
                              na_prob_thresh=float("inf")) if config.version == "2.0" else None)
     fixed, tuned = split_metrics(fixed, tuned_source)
-    return {"fixed": fixed, "tuned": tuned}, predictions
+    accuracy = token_accuracy(config.head, features, outputs)
+    return {"fixed": fixed, "tuned": tuned, "token_accuracy": accuracy}, predictions
 
 
 def checkpoints_to_evaluate(config, output_dir: Path) -> list[Path | None]:
@@ -198,18 +267,24 @@ def checkpoint_label(config, checkpoint: Path | None) -> str:
 
 
 class BestCheckpoint:
-    """Keeps the best evaluated checkpoint by ``selection_score``; writes per-checkpoint predictions
-    under ``<output_dir>/eval/<name>/`` when more than one is evaluated."""
+    """Keeps the best evaluated checkpoint by ``selection_score`` (``--select_best_by``; the first of
+    equal scores); writes per-checkpoint predictions under ``<output_dir>/eval/<name>/`` when more
+    than one is evaluated."""
 
     def __init__(self, config, output_dir: Path, num_candidates: int):
         self.config, self.output_dir, self.num_candidates = config, Path(output_dir), num_candidates
+        self.select_best_by = getattr(config, "select_best_by", "em_f1")
         self.best: dict | None = None
 
     def offer(self, name: str, metrics: dict, predictions) -> None:
-        logger.info("eval %s: %s", name, json.dumps(metrics["fixed"]))
+        accuracy = metrics.get("token_accuracy")
+        tokens = ("" if not accuracy else
+                  "; token accuracy start %.4f end %.4f joint %.4f over %d windows"
+                  % (accuracy["start"], accuracy["end"], accuracy["joint"], accuracy["windows"]))
+        logger.info("eval %s: %s%s", name, json.dumps(metrics["fixed"]), tokens)
         if self.num_candidates > 1:
             write_predictions(self.output_dir / "eval" / name, predictions)
-        score = selection_score(metrics, self.config.version)
+        score = selection_score(metrics, self.config.version, self.select_best_by)
         if self.best is None or score > self.best["score"]:
             self.best = {"score": score, "checkpoint": name, "metrics": metrics, "predictions": predictions}
 

@@ -6,6 +6,8 @@ split of the scoring dict into fixed-threshold and dev-tuned metrics.
 """
 from __future__ import annotations
 
+import gzip
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -15,10 +17,10 @@ from pathlib import Path
 
 import bench
 from bench.core.io_utils import atomic_write_json
-from bench.core.results import SCHEMA, utc_now, write_results
+from bench.core.results import SCHEMA, official_dev_name, official_file_name, utc_now, write_results
 
 __all__ = ["library_versions", "git_commit", "hardware_info", "split_metrics", "build_record",
-           "write_run_outputs"]
+           "write_run_outputs", "content_sha256", "eval_set_record"]
 
 
 def library_versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -54,7 +56,10 @@ def _cpu_model() -> str:
 
 
 def hardware_info(accelerator: str | None, accelerator_count: int) -> dict:
-    return {"platform": platform.platform(), "cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+    """The machine; ``cpu`` is ``bench.run.cpu.CpuAbilities.as_record()`` (model, AVX2/AVX-512/
+    AVX-512 BF16/AMX flags, native_bf16, cores available to the process)."""
+    from bench.run.cpu import detect_cpu
+    return {"platform": platform.platform(), "cpu": detect_cpu().as_record(), "cpu_count": os.cpu_count(),
             "accelerator": accelerator, "accelerator_count": accelerator_count}
 
 
@@ -106,7 +111,32 @@ def _data_record(train, dev, train_info: dict, num_eval_features) -> dict:
             "dev_file": dev.path if dev else None, "dev_sha256": dev.sha256 if dev else None,
             "num_train_features": train_info.get("num_train_features"), "num_eval_features": num_eval_features,
             "num_train_questions": len(train.examples) if train else None,
-            "num_eval_questions": len(dev.examples) if dev else None}
+            "num_eval_questions": len(dev.examples) if dev else None,
+            "eval_set": eval_set_record(dev) if dev else None}
+
+
+def content_sha256(path: str | os.PathLike, stored_sha256: str | None = None) -> str:
+    """sha256 of a SQuAD file's JSON bytes: decompressed for a ``.gz`` (as ``read_json_file`` reads it), the
+    file's own bytes otherwise (``stored_sha256``, when the caller already has it, saves reading it again)."""
+    path = Path(path)
+    if path.suffix != ".gz" and stored_sha256 is not None:
+        return stored_sha256
+    digest = hashlib.sha256()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def eval_set_record(dev) -> dict:
+    """``data.eval_set`` of results.json (bench.core.results): which file was evaluated, how much of it, and
+    whether it is the official dev file of the run's SQuAD version (``dev.version``), evaluated in full."""
+    content = content_sha256(dev.path, dev.sha256)
+    official = official_file_name(content)
+    in_file = int(dev.stats.get("questions", len(dev.examples)))
+    return {"file": str(dev.path), "name": Path(dev.path).name, "sha256": dev.sha256, "content_sha256": content,
+            "num_questions": len(dev.examples), "num_questions_in_file": in_file, "official_file": official,
+            "is_official_dev": official == official_dev_name(dev.version) and len(dev.examples) == in_file}
 
 
 def _timing_record(train_info: dict, eval_info: dict | None, world_size: int) -> dict:
@@ -118,7 +148,9 @@ def _timing_record(train_info: dict, eval_info: dict | None, world_size: int) ->
             "eval_samples_per_second": eval_info["eval_samples_per_second"] if eval_info else None,
             # accelerators (or processes) x training hours
             "train_device_hours": round(train_seconds * world_size / 3600, 6) if train_seconds is not None else None,
-            "updates": train_info.get("updates"), "skipped_updates": train_info.get("skipped_updates")}
+            "updates": train_info.get("updates"), "skipped_updates": train_info.get("skipped_updates"),
+            # the update of each --resume: train_seconds and updates above sum every segment
+            "resumed_from": train_info.get("resumed_from")}
 
 
 @dataclass(frozen=True)
@@ -139,6 +171,7 @@ class RunOutcome:
     train: object               # SquadDataset or None
     dev: object                 # SquadDataset or None
     num_eval_features: int | None
+    evaluations: list | None = None     # --eval_interval: metrics.evaluations (bench.core.results)
 
 
 def write_run_outputs(config, output_dir: Path, outcome: RunOutcome, facts: RunFacts) -> dict:
@@ -155,8 +188,12 @@ def write_run_outputs(config, output_dir: Path, outcome: RunOutcome, facts: RunF
     if eval_info:
         write_predictions(output_dir, eval_info["predictions"])
         metrics = {**eval_info["metrics"], "best_checkpoint": eval_info["checkpoint"]}
+        if outcome.evaluations is not None:
+            metrics["evaluations"] = list(outcome.evaluations)
+        token_accuracy = eval_info["metrics"].get("token_accuracy")
         atomic_write_json(output_dir / "best_results.json",
                           {**eval_info["metrics"]["fixed"], **_tuned_as_official(eval_info["metrics"]["tuned"]),
+                           **({"token_accuracy": token_accuracy} if token_accuracy else {}),
                            "best_checkpoint": eval_info["checkpoint"]})
     train_info = outcome.train_info or {}
     record = build_record(

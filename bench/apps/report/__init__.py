@@ -1,24 +1,35 @@
 """``squad-bench report``: compare our runs with the published numbers.
 
-Reads ``results.json`` files (``bench.core.results``; never logs or folder names) and
+Reads ``results.json`` files (``bench.core.results``; never folder names; the tables never
+read logs: only the training curves read each run's ``train_log.jsonl``) and
 the reference CSVs (``bench.core.references``) and writes, into ``--out``:
 
 * ``README.md``: per SQuAD version one row per model and run configuration
   (backend, head, dtype): our EM/F1 at the fixed null threshold and, for v2.0,
   at the dev-tuned threshold in separate columns; GluonNLP's fp32 number, the
   authors' original, and ours minus GluonNLP. Several seeds of one
-  configuration show median, mean ± sample std and n. Then torch-vs-mxnet
-  parity, every published number, the figures, and the skipped run folders.
+  configuration show median, mean ± sample std and n. Only runs whose model,
+  SQuAD version and evaluation set are the published ones are there (the
+  registry's checkpoint, ``model.registry_match``, on the whole official dev
+  file, ``data.eval_set.is_official_dev``); every other run is under "Other
+  models and evaluation sets", labelled with its model and set. Then
+  torch-vs-mxnet parity (per evaluation set), every published number, the
+  figures (comparable runs only), and the skipped run folders.
 * ``results.csv``: every number of those tables, one per row.
 * ``*.png``: F1 per model with reference markers (one per version), and F1
   against training device-hours and against training throughput.
+* ``curves/*.png``: per configuration, the training loss (each run's
+  ``train_log.jsonl``, beside its results.json) and dev EM/F1 at each evaluation
+  (``metrics.evaluations``, ``--eval_interval``) against updates, linked under
+  "Training curves"; a run without these logs is drawn without them.
 
 The output depends only on the inputs: everything is sorted, nothing carries a
 date, and the PNGs are written without a software/date stamp. A broken or
 partial results.json is listed under "Skipped runs" and never stops the report.
 
 Modules: ``runs`` (read, group and summarize results.json files), ``ledger`` (table
-cells and their CSV twins), ``tables`` (the markdown tables), ``figures`` (the PNGs),
+cells and their CSV twins), ``tables`` (the markdown tables), ``figures`` (the PNGs), ``curves``
+(the training curves),
 ``render`` (README.md and results.csv, and writing everything).
 """
 from __future__ import annotations

@@ -10,16 +10,18 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from bench.apps.report.curves import curves_section, write_curves
 from bench.apps.report.figures import FIGURES, write_figures
 from bench.apps.report.ledger import Ledger, citation_labels, escape
 from bench.apps.report.runs import VERSIONS, Group, Run, Skipped, collect_runs, group_runs
-from bench.apps.report.tables import main_section, parity_section, references_section
+from bench.apps.report.tables import main_section, other_section, parity_section, references_section
 from bench.core.io_utils import atomic_path
 from bench.core.references import DEFAULT_REFERENCE_DIR, Reference, load_references
 
 __all__ = ["build_report", "write_report"]
 
-CSV_COLUMNS = ("section", "squad_version", "model", "variant", "quantity", "statistic", "value", "n", "link")
+CSV_COLUMNS = ("section", "squad_version", "model", "variant", "eval_set", "quantity", "statistic", "value", "n",
+               "link")
 
 
 def _intro(runs: list[Run], groups: list[Group], skipped: list[Skipped]) -> list[str]:
@@ -29,11 +31,13 @@ def _intro(runs: list[Run], groups: list[Group], skipped: list[Skipped]) -> list
         "do not edit by hand. Regenerate with `squad-bench report --runs <run folders>` "
         "(with no `--runs`, the report holds the published numbers alone).", "",
         f"Runs: {len(runs)} in {len(groups)} configurations; {len(skipped)} skipped.", "",
-        "EM = exact match, F1 = token F1, both on the dev set, in percent. A row is one configuration "
-        "(model, backend, QA head, dtype); with several seeds a cell reads *median · mean ± std* (sample "
-        "standard deviation) and *Seeds* gives n and links each run. Our numbers link to their run folders, "
-        "published ones to their source. *GluonNLP* is its reproduced fp32 result; *Original* is the "
-        "authors' own (Google, Fairseq).", ""]
+        "EM = exact match, F1 = token F1, in percent. A row is one configuration "
+        "(model, backend, QA head, dtype, evaluation set); with several seeds a cell reads *median · mean ± std* "
+        "(sample standard deviation) and *Seeds* gives n and links each run. Our numbers link to their run "
+        "folders, published ones to their source. *GluonNLP* is its reproduced fp32 result; *Original* is the "
+        "authors' own (Google, Fairseq). A run stands beside a published number only when its model, SQuAD "
+        "version and evaluation set are the published ones: the registry's checkpoint on the whole official "
+        "dev file; every other run is under *Other models and evaluation sets*.", ""]
 
 
 def _figures_section() -> list[str]:
@@ -61,9 +65,11 @@ def build_report(runs: list[Run], skipped: list[Skipped], references: list[Refer
     lines = _intro(runs, groups, skipped)
     for version in VERSIONS:
         lines += main_section(ledger, version, groups, references)
+    lines += other_section(ledger, groups)
     lines += parity_section(ledger, groups)
     lines += references_section(ledger, references)
     lines += _figures_section()
+    lines += curves_section(groups)
     lines += _skipped_section(ledger, skipped)
     lines += ledger.citation_definitions()
     buffer = io.StringIO()
@@ -88,5 +94,8 @@ def write_report(run_roots: Iterable[str | os.PathLike], out_dir: str | os.PathL
     markdown, table = build_report(runs, skipped, references, out_dir)
     _write_text(out_dir / "README.md", markdown)
     _write_text(out_dir / "results.csv", table)
-    write_figures(out_dir, runs, group_runs(runs), references)
+    # The figures put ours beside published numbers: comparable runs only (model, version and set published).
+    compared = [g for g in group_runs(runs) if g.comparable]
+    write_figures(out_dir, [r for g in compared for r in g.runs], compared, references)
+    write_curves(out_dir, group_runs(runs))      # every configuration: loss and dev EM/F1 against updates
     return runs, skipped

@@ -3,6 +3,12 @@
 Only ``results.json`` files are read (``bench.core.results``; never logs or folder names). A
 broken or partial one, a run on a subset of dev, and an older run of a configuration and seed
 that ran again are skipped, with the reason.
+
+A run is *comparable* with the published numbers only when its model is the registry's checkpoint
+(``model.registry_match``) and it was evaluated on the official dev file of its SQuAD version in
+full (``data.eval_set.is_official_dev``); schema v1 records are read through
+``bench.core.results.model_identity`` / ``evaluation_set``. Every other run keeps its own rows,
+labelled with its model and evaluation set, and its reasons (``Run.not_compared``).
 """
 from __future__ import annotations
 
@@ -13,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from bench.core.families import FAMILIES
 from bench.core.models import MODELS
-from bench.core.results import ResultsError, find_results, load_results
+from bench.core.references import model_label
+from bench.core.results import (ResultsError, evaluation_set, find_results, load_results, model_identity,
+                                official_dev_name)
 
 __all__ = ["BACKENDS", "VERSIONS", "Group", "Run", "Skipped", "Stats", "collect_runs", "group_runs", "model_order",
            "summarize"]
@@ -34,8 +43,69 @@ class Run:
         return self.path.parent
 
     @property
+    def identity(self) -> dict:
+        """The model actually loaded (``bench.core.results.model_identity``; v1 records derived)."""
+        return model_identity(self.record)
+
+    @property
+    def registered(self) -> bool:
+        return bool(self.identity["registry_match"])
+
+    @property
     def model(self) -> str:
-        return str(self.record["model"]["name"])
+        """The model's key: its registry name, or (not the registry's checkpoint) its source folder / hub id."""
+        identity = self.identity
+        return str(identity["name"]) if identity["registry_match"] else f"{identity['source']}"
+
+    @property
+    def model_text(self) -> str:
+        """Table label: the registry's display name, or family, size and source of any other model."""
+        if self.registered:
+            return model_label(self.model)
+        identity = self.identity
+        family = FAMILIES[identity["family"]].display_name if identity["family"] in FAMILIES else identity["family"]
+        return f"{family}, {_count(identity['num_parameters'])} parameters: {identity['source']}"
+
+    @property
+    def eval_set(self) -> dict:
+        """``data.eval_set`` (``bench.core.results.evaluation_set``; v1 records derived, ``recorded`` false)."""
+        return evaluation_set(self.record)
+
+    @property
+    def eval_key(self) -> str:
+        """The evaluation set's identity: the sha256 of its JSON bytes (v1: of the stored file)."""
+        eval_set = self.eval_set
+        return str(eval_set["content_sha256"] or eval_set["sha256"])
+
+    @property
+    def eval_text(self) -> str:
+        """"dev-v2.0.json (official)", or the set's file name and question count."""
+        eval_set = self.eval_set
+        if eval_set["is_official_dev"]:
+            return f"{official_dev_name(self.version)} (official)"
+        n, in_file = eval_set["num_questions"], eval_set["num_questions_in_file"]
+        if n is None:
+            count = "question count unknown"
+        elif in_file is not None and in_file != n:
+            count = f"{n:,} of {in_file:,} questions"
+        else:
+            count = f"{n:,} questions"
+        return f"{eval_set['name']} ({count})"
+
+    @property
+    def not_compared(self) -> list[str]:
+        """Why the published numbers do not apply to this run; empty when they do."""
+        reasons = [] if self.registered else ["not a registry model (`model.registry_match` false)"]
+        eval_set, official = self.eval_set, official_dev_name(self.version)
+        if eval_set["is_official_dev"]:
+            return reasons
+        if not eval_set["recorded"]:
+            reasons.append(f"evaluation set unknown (schema v1 record; its file is not the official {official})")
+        elif eval_set["official_file"] and eval_set["official_file"] != official:
+            reasons.append(f"evaluated on {eval_set['official_file']}, not the official {official}")
+        else:
+            reasons.append(f"not the official {official}")
+        return reasons
 
     @property
     def version(self) -> str:
@@ -47,7 +117,7 @@ class Run:
 
     @property
     def group_key(self) -> tuple:
-        return (self.model, self.version) + self.variant
+        return (self.model, self.version, self.eval_key) + self.variant
 
     @property
     def seed(self) -> int:
@@ -74,6 +144,15 @@ class Skipped:
     path: Path
     reason: str
     replaced_by: Path | None = None   # the newer run of the same configuration and seed
+
+
+def _count(value) -> str:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "unknown"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if value >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return str(value)
 
 
 def _number(value) -> float | None:
@@ -137,15 +216,34 @@ def summarize(values: Iterable[float | None]) -> Stats | None:
 
 @dataclass
 class Group:
-    """Runs of one model, version, backend, head and dtype: different seeds of one configuration."""
+    """Runs of one model, version, evaluation set, backend, head and dtype: different seeds of one
+    configuration."""
     model: str
     version: str
+    eval_key: str
     variant: tuple[str, str, str]
     runs: list[Run] = field(default_factory=list)
 
     @property
     def variant_text(self) -> str:
         return " · ".join(self.variant)
+
+    @property
+    def model_text(self) -> str:
+        return self.runs[0].model_text
+
+    @property
+    def eval_text(self) -> str:
+        return self.runs[0].eval_text
+
+    @property
+    def not_compared(self) -> list[str]:
+        return list(dict.fromkeys(reason for run in self.runs for reason in run.not_compared))
+
+    @property
+    def comparable(self) -> bool:
+        """Model, SQuAD version and evaluation set are those of the published numbers."""
+        return not self.not_compared
 
     def fixed(self, metric: str) -> Stats | None:
         return summarize(r.fixed(metric) for r in self.runs)
@@ -164,7 +262,7 @@ class Group:
 def group_runs(runs: list[Run]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for run in runs:
-        group = groups.setdefault(run.group_key, Group(run.model, run.version, run.variant))
+        group = groups.setdefault(run.group_key, Group(run.model, run.version, run.eval_key, run.variant))
         group.runs.append(run)
     for group in groups.values():
         group.runs.sort(key=lambda r: (r.seed, str(r.path)))
@@ -172,9 +270,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
 
 
 def _group_order(key: tuple) -> tuple:
-    model, version, backend, head, dtype = key
-    return (model_order(model), version, BACKENDS.index(backend) if backend in BACKENDS else len(BACKENDS),
-            backend, head, dtype)
+    model, version, eval_key, backend, head, dtype = key
+    return (model_order(model), version, eval_key,
+            BACKENDS.index(backend) if backend in BACKENDS else len(BACKENDS), backend, head, dtype)
 
 
 def model_order(name: str) -> tuple:

@@ -1,4 +1,5 @@
-"""The markdown tables: ours against the published numbers per SQuAD version, torch-vs-mxnet
+"""The markdown tables: ours against the published numbers per SQuAD version (only runs whose model,
+SQuAD version and evaluation set are the published ones), the other runs on their own, torch-vs-mxnet
 parity, and every published number."""
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from pathlib import Path
 
 from bench.apps.report.ledger import DASH, Ledger, escape, markdown_link
 from bench.apps.report.runs import BACKENDS, VERSIONS, Group, model_order
+from bench.core.results import official_dev_name
 from bench.core.presets import PRESETS
 from bench.core.references import (ORIGINAL_SOURCES, SOURCES, Reference, find_reference, model_label,
                                    original_reference, select_references)
 
-__all__ = ["main_section", "parity_section", "references_section", "table_models"]
+__all__ = ["main_section", "other_section", "parity_section", "references_section", "table_models"]
 
 
 def _group_link(ledger: Ledger, group: Group) -> str:
@@ -27,9 +29,9 @@ def _seeds_cell(ledger: Ledger, group: Group) -> str:
 # ----------------------------------------------------------------------------- the main tables
 
 def table_models(version: str, groups: list[Group], references: list[Reference]) -> list[str]:
-    """Models with a recipe, a GluonNLP/original number for this version, or a run of it."""
+    """Models with a recipe, a GluonNLP/original number for this version, or a comparable run of it."""
     names = {p.model_name for p in PRESETS.values()}
-    names |= {g.model for g in groups if g.version == version}
+    names |= {g.model for g in groups if g.version == version and g.comparable}
     for ref in select_references(references, version=version):
         if (ref.source == "gluonnlp" and ref.precision == "fp32") or ref.source in ORIGINAL_SOURCES:
             names.add(ref.model)
@@ -59,7 +61,7 @@ def _reference_cells(ledger: Ledger, where: tuple, model: str, version: str,
 
 
 def _group_row(ledger: Ledger, group: Group, references: list[Reference]) -> str:
-    where = ("main", group.version, group.model, "/".join(group.variant))
+    where = ("main", group.version, group.model, "/".join(group.variant), group.eval_text)
     link = _group_link(ledger, group)
     cells = [escape(model_label(group.model)), group.variant_text, _seeds_cell(ledger, group)]
     cells += [ledger.stats_cell(where, f"{m}_fixed", group.fixed(m), link) for m in ("exact", "f1")]
@@ -72,7 +74,7 @@ def _group_row(ledger: Ledger, group: Group, references: list[Reference]) -> str
 
 
 def _not_run_row(ledger: Ledger, model: str, version: str, references: list[Reference]) -> str:
-    where = ("main", version, model, "")
+    where = ("main", version, model, "", f"{official_dev_name(version)} (official)")
     ours = 4 if version == "2.0" else 2
     ref_cells, _ = _reference_cells(ledger, where, model, version, references)
     cells = [escape(model_label(model)), "not run", DASH] + [DASH] * ours + ref_cells + [DASH, DASH]
@@ -80,7 +82,11 @@ def _not_run_row(ledger: Ledger, model: str, version: str, references: list[Refe
 
 
 def main_section(ledger: Ledger, version: str, groups: list[Group], references: list[Reference]) -> list[str]:
-    lines = [f"## SQuAD {version} (dev)", ""]
+    """Comparable groups only: a registry model on the official dev file of ``version``, evaluated in full."""
+    groups = [g for g in groups if g.comparable]
+    lines = [f"## SQuAD {version} (dev)", "",
+             f"Runs of a registry model evaluated on the whole official `{official_dev_name(version)}`; every "
+             "other run is under *Other models and evaluation sets*.", ""]
     if version == "2.0":
         lines += ["*EM/F1 fixed*: at the run's `--null_score_diff_threshold`. *tuned*: at the threshold that "
                   "is best on dev (`metrics.tuned`), which is what GluonNLP reports for v2.0, so *Δ* = our tuned "
@@ -97,20 +103,52 @@ def main_section(ledger: Ledger, version: str, groups: list[Group], references: 
     return lines + [""]
 
 
+# ----------------------------------------------------------------------------- other runs
+
+def _other_row(ledger: Ledger, group: Group) -> str:
+    where = ("other", group.version, group.model, "/".join(group.variant), group.eval_text)
+    link = _group_link(ledger, group)
+    cells = [escape(group.model_text), group.version, escape(group.eval_text), group.variant_text,
+             _seeds_cell(ledger, group)]
+    cells += [ledger.stats_cell(where, f"{m}_fixed", group.fixed(m), link) for m in ("exact", "f1")]
+    cells += [ledger.stats_cell(where, f"{m}_tuned", group.tuned(m), link) for m in ("exact", "f1")]
+    return "| " + " | ".join(cells + [escape("; ".join(group.not_compared))]) + " |"
+
+
+def other_section(ledger: Ledger, groups: list[Group]) -> list[str]:
+    """Runs whose model or evaluation set is not the published one: never beside a published number."""
+    lines = ["## Other models and evaluation sets", "",
+             "Runs not compared with any published number: the model is not the registry's checkpoint "
+             "(`model.registry_match`), or the evaluation set is not the official dev file of the run's SQuAD "
+             "version evaluated in full (`data.eval_set.is_official_dev`; the shared rebuilt dev sets and XQuAD "
+             "are other sets, and a schema v1 record is known to be on the official file only when its sha256 "
+             "is the plain official file's). *EM/F1*: at the run's fixed threshold; *tuned* (SQuAD 2.0): at the "
+             "threshold best on that same set.", ""]
+    rows = [_other_row(ledger, g) for g in sorted((g for g in groups if not g.comparable),
+                                                    key=lambda g: VERSIONS.index(g.version))]
+    if not rows:
+        return lines + ["None.", ""]
+    lines += ["| Model | SQuAD | Evaluation set | Run (backend · head · dtype) | Seeds | EM | F1 | EM tuned "
+              "| F1 tuned | Not compared because |",
+              "|---|---|---|---|---|--:|--:|--:|--:|---|"]
+    return lines + rows + [""]
+
+
 # ----------------------------------------------------------------------------- framework parity
 
 def _parity_rows(ledger: Ledger, groups: list[Group]) -> list[str]:
     by_key: dict[tuple, dict[str, Group]] = {}
     for g in groups:
         backend, head, dtype = g.variant
-        by_key.setdefault((g.model, g.version, head, dtype), {})[backend] = g
+        by_key.setdefault((g.model, g.version, g.eval_key, head, dtype), {})[backend] = g
     rows = []
-    for (model, version, head, dtype), pair in sorted(by_key.items(), key=lambda kv: (model_order(kv[0][0]),
-                                                                                       kv[0])):
+    for (model, version, _, head, dtype), pair in sorted(by_key.items(), key=lambda kv: (model_order(kv[0][0]),
+                                                                                          kv[0])):
         if not all(b in pair for b in BACKENDS):
             continue
-        where = ("parity", version, model, f"{head}/{dtype}")
-        cells = [escape(model_label(model)), version, f"{head} · {dtype}"]
+        first = pair[BACKENDS[0]]
+        where = ("parity", version, model, f"{head}/{dtype}", first.eval_text)
+        cells = [escape(first.model_text), version, escape(first.eval_text), f"{head} · {dtype}"]
         for metric in ("exact", "f1"):
             cells += [ledger.stats_cell(where, f"{metric}_fixed_{b}", pair[b].fixed(metric),
                                         _group_link(ledger, pair[b])) for b in BACKENDS]
@@ -126,10 +164,11 @@ def parity_section(ledger: Ledger, groups: list[Group]) -> list[str]:
     rows = _parity_rows(ledger, groups)
     if not rows:
         return lines + ["No model has been run on both backends with the same head and dtype yet.", ""]
-    lines += ["EM/F1 at the fixed threshold; training throughput in samples/s.", "",
-              "| Model | SQuAD | head · dtype | EM torch | EM mxnet | F1 torch | F1 mxnet "
+    lines += ["EM/F1 at the fixed threshold, both backends on the same evaluation set; training throughput in "
+              "samples/s.", "",
+              "| Model | SQuAD | Evaluation set | head · dtype | EM torch | EM mxnet | F1 torch | F1 mxnet "
               "| samples/s torch | samples/s mxnet |",
-              "|---|---|---|--:|--:|--:|--:|--:|--:|"]
+              "|---|---|---|---|--:|--:|--:|--:|--:|--:|"]
     return lines + rows + [""]
 
 
@@ -145,7 +184,8 @@ def _reference_rows(ledger: Ledger, version: str, references: list[Reference]) -
     for key in sorted(keyed, key=order):
         model, source, precision, superseded = key
         refs = keyed[key]
-        where = ("references", version, model, f"{source}/{precision}" + ("/superseded" if superseded else ""))
+        where = ("references", version, model, f"{source}/{precision}" + ("/superseded" if superseded else ""),
+                 official_dev_name(version))
         notes = "; ".join(dict.fromkeys(r.note for r in refs.values() if r.note))
         threshold = "/".join(sorted({r.threshold for r in refs.values() if r.threshold})) or DASH
         cells = [escape(model_label(model)), SOURCES[source], precision]

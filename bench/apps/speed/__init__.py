@@ -19,7 +19,8 @@ Figures (CPU float32 unless said; the GPU is used when there is one):
 2. ``training``: samples/s and real (non-pad) tokens/s of our training step
    (``TorchSteps.run_update``: dynamic padding + length grouping, and with every batch padded to
    max_seq_length) against ``transformers.Trainer`` with ``AutoModelForQuestionAnswering`` on the
-   same windows padded to max_seq_length as ``run_qa.py`` does, float32 and bfloat16.
+   same windows padded to max_seq_length as ``run_qa.py`` does, float32 and bfloat16 (bfloat16 rows
+   skipped, and labelled so, on a CPU without native bf16: emulated, it trains 24x slower).
 3. ``eval_full``: the dev-v2.0 set (11,873 questions; a subset with ``--quick``): features,
    forward passes, post-processing and scoring timed apart.
 4. ``postprocess``: vectorized post-processing against the reference loop (``postprocess_compare``,
@@ -27,6 +28,9 @@ Figures (CPU float32 unless said; the GPU is used when there is one):
    on the same logits (inside the 4.57.6 environment).
 5. ``features``: feature building on dev-v2.0, cold and from the cache.
 6. Peak memory of every measured process (resident set; ``torch.cuda.max_memory_allocated`` on GPUs).
+On a CPU, ``cpu_peak``: the CPU's own limit, a 2048x2048 matmul's best FLOP/s (float32; bfloat16 too
+where native), with training (6 x non-embedding parameters x real tokens/s) and inference (2 x) as a
+share of it. speed.json's ``machine.cpu`` records the CPU's abilities (``bench.run.cpu``).
 GPU only: ``gpu``: ELECTRA-base training sequences/s at 384 in bfloat16 and float16 with MFU,
 and the dev-v2.0 evaluation time.
 
@@ -38,10 +42,11 @@ the time other processes hold the cores.
 
 Modules: ``orchestrate`` (the parent: settings, figures in turn, the report), ``processes`` (one
 process per measured stage, ``--resume``), ``baseline_env`` (the 4.57.6 environment), ``figures``
-(ratios, scores, agreement, memory, MFU), ``render`` (speed.md), ``child`` and ``tasks_*`` (the
-measured processes), ``train_step`` (our training step, timed), ``qa_model`` (the shared model
-folder), ``measure`` (clocks and peak memory), ``postprocess_compare`` (figure 4's reference loop
-comparison), ``hf_worker`` (the baseline side; imports nothing from bench).
+(ratios, scores, agreement, memory, MFU, shares of the CPU peak), ``render`` (speed.md), ``child``
+and ``tasks_*`` (the measured processes; ``tasks_cpu``: the GEMM probe), ``train_step`` (our
+training step, timed), ``qa_model`` (the shared model folder), ``measure`` (clocks and peak
+memory), ``postprocess_compare`` (figure 4's reference loop comparison), ``hf_worker`` (the
+baseline side; imports nothing from bench).
 """
 from __future__ import annotations
 

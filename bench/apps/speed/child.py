@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from bench.apps.speed.measure import peak_memory
+from bench.apps.speed.tasks_cpu import task_cpu_peak
 from bench.apps.speed.tasks_gpu import task_gpu
 from bench.apps.speed.tasks_inference import task_eval_full, task_inference
 from bench.apps.speed.tasks_model import task_prepare_model
@@ -17,7 +18,8 @@ from bench.apps.speed.tasks_training import task_training
 from bench.core.io_utils import atomic_write_json
 
 TASKS = {"prepare_model": task_prepare_model, "inference": task_inference, "training": task_training,
-         "eval_full": task_eval_full, "postprocess": task_postprocess, "features": task_features, "gpu": task_gpu}
+         "eval_full": task_eval_full, "postprocess": task_postprocess, "features": task_features, "gpu": task_gpu,
+         "cpu_peak": task_cpu_peak}
 
 
 def child_main(task: str, request_path: Path, result_path: Path) -> int:

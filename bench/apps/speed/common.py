@@ -13,10 +13,11 @@ SCHEMA = "squad-bench/speed/v1"
 # What each mode measures. Quick: a tiny random BERT and small samples, to check the machinery.
 MODES = {
     "quick": {"questions": 100, "repeats": 1, "train_batch": 8, "train_warmup": 1, "train_steps": 3,
-              "eval_questions": 300, "postprocess_questions": 500, "feature_repeats": 1},
+              "eval_questions": 300, "postprocess_questions": 500, "feature_repeats": 1, "gemm_seconds": 0.5},
     "full": {"questions": 1000, "repeats": 2, "train_batch": 8, "train_warmup": 2, "train_steps": 12,
-             "eval_questions": None, "postprocess_questions": None, "feature_repeats": 3},
+             "eval_questions": None, "postprocess_questions": None, "feature_repeats": 3, "gemm_seconds": 1.5},
 }
+GEMM_SIZE = 2048      # the CPU peak probe's square matmul (tasks_cpu)
 # Run-script defaults the figures use (bench.core.flags): windows, answers, evaluation batch.
 WINDOW = {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64, "max_answer_length": 30,
           "n_best_size": 20, "eval_batch_size": 16}

@@ -1,5 +1,6 @@
 """Figure arithmetic of ``squad-bench speed``: best repeats, ratios, scores, answer agreement,
-peak memory, MFU. Pure functions on the results of the measured processes; no framework."""
+peak memory, MFU and shares of the CPU's GEMM peak, the dtypes figure 2 measures. Pure functions
+on the results of the measured processes; no framework."""
 from __future__ import annotations
 
 # Dense bf16/fp16 tensor-core peak FLOP/s by GPU name (first match wins), for MFU.
@@ -86,9 +87,10 @@ def answer_agreement(ours: dict, theirs: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- figures 2 and 4
-def compare_training(ours: dict, theirs: dict) -> dict:
-    """Figure 2: each of our runs against the Trainer run of the same dtype (samples/s)."""
-    figure = {"ours": ours, "hf_trainer": theirs, "speedups": {}}
+def compare_training(ours: dict, theirs: dict, skipped_runs: dict | None = None) -> dict:
+    """Figure 2: each of our runs against the Trainer run of the same dtype (samples/s); the rows
+    not measured (``training_dtypes``) under ``skipped_runs`` with why."""
+    figure = {"ours": ours, "hf_trainer": theirs, "speedups": {}, "skipped_runs": skipped_runs or {}}
     if not theirs.get("skipped"):
         for name, run in ours["runs"].items():
             baseline = theirs["runs"].get(run["dtype"])
@@ -139,6 +141,55 @@ def peak_flops(device_name: str) -> float | None:
 
 def mfu(num_parameters: int, tokens_per_s: float, peak: float | None) -> float | None:
     """Model FLOPs utilisation: 6 x parameters x tokens/s (forward + backward) over the peak."""
-    if not peak:
+    return peak_fraction(num_parameters, tokens_per_s, peak, training=True)
+
+
+def peak_fraction(num_parameters: int, tokens_per_s: float | None, peak: float | None, *,
+                  training: bool) -> float | None:
+    """Share of ``peak`` FLOP/s the model's matrix multiplies use: 6 FLOPs per parameter per token
+    in training (forward + backward), 2 in inference (forward); None without a peak or a rate."""
+    if not peak or not tokens_per_s:
         return None
-    return round(6.0 * num_parameters * tokens_per_s / peak, 4)
+    return round((6.0 if training else 2.0) * num_parameters * tokens_per_s / peak, 4)
+
+
+# ---------------------------------------------------------------------------------------- the CPU's limit
+EMULATED_BF16_SKIP = "skipped: bfloat16 is emulated on this CPU (no AVX-512 BF16/AMX)"
+
+
+def training_dtypes(device: str, default_dtype: str, native_bf16: bool) -> tuple[list[str], dict[str, str]]:
+    """Figure 2's dtypes (float32 and the machine's low precision) and the rows it skips, with why.
+
+    A CPU without native bfloat16 (bench.run.cpu) would only emulate it (24x slower than float32 in
+    training on an AVX2-only EPYC): its bfloat16 rows are skipped rather than reported as if they meant
+    something. A GPU measures its default low precision (bfloat16, or float16 on older GPUs).
+    """
+    if device == "cuda":
+        return ["float32", default_dtype if default_dtype != "float32" else "bfloat16"], {}
+    if native_bf16:
+        return ["float32", "bfloat16"], {}
+    return ["float32"], {f"bfloat16 {batches}": EMULATED_BF16_SKIP for batches in ("dynamic", "padded")}
+
+
+def peak_fractions(figures: dict, num_parameters: int, peaks: dict) -> dict:
+    """Training and inference as a share of the GEMM probe's peak of their dtype (``peaks``:
+    dtype -> FLOP/s): every training run, figure 1's runs end to end, figure 3's forward passes."""
+    fractions = {"training": {}, "inference": {}}
+    training = figures.get("training", {})
+    for name, run in ({} if training.get("skipped") else training["ours"]["runs"]).items():
+        fractions["training"][name] = peak_fraction(num_parameters, run["real_tokens_per_s"], peaks.get(run["dtype"]),
+                                                    training=True)
+    inference = figures.get("inference", {})
+    for name, run in ({} if inference.get("skipped") else inference["ours"]["runs"]).items():
+        fractions["inference"][f"figure 1 {name} (end to end)"] = peak_fraction(
+            num_parameters, _per_second(run.get("real_tokens"), run["wall_s"]), peaks.get(run["dtype"]), training=False)
+    evaluation = figures.get("eval_full", {})
+    if not evaluation.get("skipped") and "real_tokens" in evaluation:
+        fractions["inference"]["figure 3 forward passes"] = peak_fraction(
+            num_parameters, _per_second(evaluation["real_tokens"], evaluation["stages"]["forward"]["wall_s"]),
+            peaks.get(evaluation["dtype"]), training=False)
+    return fractions
+
+
+def _per_second(count, seconds) -> float | None:
+    return count / seconds if count and seconds else None

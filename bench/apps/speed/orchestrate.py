@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from bench.apps.speed.baseline_env import ensure_hf_env, hf_versions
-from bench.apps.speed.common import MEASURED, MODES, SCHEMA, TARGETS, WINDOW, SpeedError
-from bench.apps.speed.figures import best_runs, compare_inference, compare_postprocess, compare_training, memory_figure
+from bench.apps.speed.common import GEMM_SIZE, MEASURED, MODES, SCHEMA, TARGETS, WINDOW, SpeedError
+from bench.apps.speed.figures import (best_runs, compare_inference, compare_postprocess, compare_training, memory_figure,
+                                      peak_fractions, training_dtypes)
 from bench.apps.speed.processes import child_environment, restart_numbering, run_child, run_hf
 from bench.core.assets import shared_squad_dir
 
@@ -52,6 +53,7 @@ def run_settings(mode: str, args) -> dict:
 
 def measure_figures(ctx: dict, selected: list[str], args) -> dict:
     figures = {}
+    probe = cpu_peak_probe(ctx)
     for name, measure in (("inference", figure_inference), ("training", figure_training),
                           ("eval_full", figure_eval_full), ("postprocess", figure_postprocess),
                           ("features", figure_features)):
@@ -60,8 +62,21 @@ def measure_figures(ctx: dict, selected: list[str], args) -> dict:
         figures["gpu"] = run_child("gpu", {"data": ctx["data"], "compile": args.compile,
                                            "peak_tflops": args.peak_tflops, "work": str(ctx["work"])},
                                    ctx["work"], ctx["env"])
+    figures["cpu_peak"] = probe if probe.get("skipped") else {
+        **probe, "fractions": peak_fractions(figures, ctx["model"]["matmul_parameters"],
+                                             {dtype: peak["flops_per_s"] for dtype, peak in probe["peaks"].items()})}
     figures["memory"] = memory_figure(figures)
     return figures
+
+
+def cpu_peak_probe(ctx: dict) -> dict:
+    """The CPU's float32 (and, where native, bfloat16) GEMM peak in its own process (tasks_cpu)."""
+    model = ctx["model"]
+    if model["device"] != "cpu":
+        return {"skipped": "the model runs on the GPU (its figure reads MFU against the GPU's peak)"}
+    dtypes = ["float32"] + (["bfloat16"] if model["native_bf16"] else [])
+    return run_child("cpu_peak", {"size": GEMM_SIZE, "seconds": ctx["settings"]["gemm_seconds"], "dtypes": dtypes},
+                     ctx["work"], ctx["env"])
 
 
 def parse_figures(text: str) -> list[str]:
@@ -115,15 +130,17 @@ def figure_inference(ctx: dict) -> dict:
 
 def figure_training(ctx: dict) -> dict:
     settings, work = ctx["settings"], ctx["work"]
+    dtypes, skipped = training_dtypes(ctx["model"]["device"], ctx["model"]["default_dtype"], ctx["model"]["native_bf16"])
     request = {"model_dir": ctx["model"]["model_dir"], "data": ctx["data"]["train"],
                "features_file": str(work / "train_features_padded.npz"), "batch_size": settings["train_batch"],
-               "warmup_steps": settings["train_warmup"], "steps": settings["train_steps"], **WINDOW}
+               "warmup_steps": settings["train_warmup"], "steps": settings["train_steps"], "dtypes": dtypes, **WINDOW}
     ours = run_child("training", request, work, ctx["env"])
     hf_request = {"task": "train", "model_dir": request["model_dir"], "features_file": request["features_file"],
                   "batch_size": request["batch_size"], "warmup_steps": request["warmup_steps"],
                   "steps": request["steps"], "threads": ctx["threads"],
-                  "runs": [{"name": "float32", "bf16": False}, {"name": "bfloat16", "bf16": True}]}
-    return compare_training(ours, run_hf(ctx["hf"], hf_request, work, ctx["env"]))
+                  "runs": [{"name": dtype, "bf16": dtype == "bfloat16"} for dtype in dtypes
+                           if dtype in ("float32", "bfloat16")]}
+    return compare_training(ours, run_hf(ctx["hf"], hf_request, work, ctx["env"]), skipped)
 
 
 def figure_eval_full(ctx: dict) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from bench.apps.speed.common import GPU_ANCHORS, TARGETS, WINDOW
+from bench.run.cpu import describe_cpu
 
 
 def render_markdown(report: dict) -> str:
@@ -23,9 +24,10 @@ def _machine_line(report: dict) -> str:
     hf = report.get("hf_versions") or {}
     baseline = ("baselines skipped (--skip_baselines)" if report["baselines_skipped"]
                 else f"baseline: transformers {hf.get('transformers')} / torch {hf.get('torch')}")
+    cpu = (describe_cpu(machine["cpu"]) if isinstance(machine["cpu"], dict)       # older reports: the CPU's name
+           else f"{machine['cpu']}, {machine['cpu_count']} cores, native bf16: {machine['native_bf16']}")
     return (f"Model {model['name']} ({model['num_parameters'] / 1e6:.1f} M parameters, QA head "
-            f"{model['head_source']}); {machine['device']} ({machine['cpu']}, {machine['cpu_count']} cores, "
-            f"{machine['torch_threads']} torch threads, native bf16: {machine['native_bf16']}); "
+            f"{model['head_source']}); {machine['device']} ({cpu}; {machine['torch_threads']} torch threads); "
             f"ours: torch {report['versions'].get('torch')} / transformers {report['versions'].get('transformers')}; "
             f"{baseline}. Load average before/after: {machine['load_average_before'][0]} / "
             f"{machine['load_average_after'][0]}.")
@@ -92,6 +94,8 @@ def _md_training(figures: dict, report: dict) -> list[str]:
         lines.append(f"| ours {name} | {run['dtype']} | {run['batches']} | {_fmt(run['samples_per_s'], 2)} | "
                      f"{_fmt(run['real_tokens_per_s'], 0)} | {_fmt(run['padded_tokens_per_s'], 0)} | "
                      f"{_fmt(run['cpu_s'] / run['steps'], 2)} | {_fmt(fig['speedups'].get(name), 2, '×')} |")
+    for name, why in fig.get("skipped_runs", {}).items():
+        lines.append(f"| ours {name} | {why} | | | | | | |")
     for name, run in ({} if hf.get("skipped") else hf["runs"]).items():
         lines.append(f"| HF Trainer ({run['optimizer']}) | {run['dtype']} | padded to {ours['max_seq_length']} | "
                      f"{_fmt(run['samples_per_s'], 2)} | {_fmt(run['real_tokens_per_s'], 0)} | "
@@ -165,6 +169,23 @@ def _md_gpu(figures: dict, report: dict) -> list[str]:
     return lines
 
 
+def _md_cpu_peak(figures: dict, report: dict) -> list[str]:
+    fig = figures.get("cpu_peak")
+    if not fig:                                   # reports written before the probe existed
+        return []
+    peaks = ", ".join(f"{dtype} **{peak['flops_per_s'] / 1e9:,.1f} GFLOP/s**" for dtype, peak in fig["peaks"].items())
+    lines = ["## The CPU's own limit: GEMM peak", "",
+             f"- {fig['size']}×{fig['size']} matmul repeated for about {fig.get('inputs', {}).get('seconds', '?')} s per dtype, best "
+             f"repeat, {fig['threads']} torch threads: {peaks}.",
+             f"- Share of that peak (6 × {report['model'].get('matmul_parameters', 0) / 1e6:.2f} M non-embedding "
+             f"parameters × real tokens/s in training, 2 × in inference; attention's own FLOPs not counted):", "",
+             "| run | share of its dtype's peak |", "|---|---|"]
+    for kind, runs in fig["fractions"].items():
+        lines += [f"| {kind}: {name} | {_fmt(100 * share if share is not None else None, 1, '%')} |"
+                  for name, share in runs.items()]
+    return lines + [""]
+
+
 def _md_memory(figures: dict, report: dict) -> list[str]:
     lines = ["## 6. Peak memory", "", "| process / stage | kind | MiB |", "|---|---|---|"]
     for name, peak in figures["memory"].items():
@@ -172,6 +193,6 @@ def _md_memory(figures: dict, report: dict) -> list[str]:
     return lines + [""]
 
 
-_SECTIONS = (("1. Inference end to end", "inference", _md_inference), ("2. Training throughput", "training", _md_training),
+_SECTIONS = (("The CPU's own limit", "cpu_peak", _md_cpu_peak), ("1. Inference end to end", "inference", _md_inference), ("2. Training throughput", "training", _md_training),
              ("3. Evaluation of dev-v2.0", "eval_full", _md_eval_full), ("4. Post-processing", "postprocess", _md_postprocess),
              ("5. Feature building", "features", _md_features), ("GPU", "gpu", _md_gpu), ("6. Peak memory", "memory", _md_memory))

@@ -79,6 +79,7 @@ def _inference_run(model, tokenizer, dataset, params, request: dict, dtype: str,
     timing = since(start)
     scores = evaluate(dataset, answers)
     run = {**timing, "dtype": dtype, "batch_size": batch_size, "windows": len(features),
+           "real_tokens": int(features.lengths.sum()),
            "questions_per_s": round(len(dataset.examples) / timing["wall_s"], 2),
            "scores": {"exact_match": round(scores["exact_match"], 3), "f1": round(scores["f1"], 3)},
            "answers": answers}
@@ -113,7 +114,8 @@ def task_eval_full(request: dict) -> dict:
     run_model, autocast_dtype = for_inference(model, dtype)
     stages, peaks, features, scores = _evaluate_in_stages(run_model, autocast_dtype, tokenizer, dataset, params,
                                                           request)
-    return {"questions": len(dataset.examples), "windows": len(features), "dtype": dtype,
+    return {"questions": len(dataset.examples), "windows": len(features), "real_tokens": int(features.lengths.sum()),
+            "dtype": dtype,
             "batch_size": request["eval_batch_size"], "stages": stages, "stage_peak_rss": peaks,
             "windows_per_s": round(len(features) / stages["forward"]["wall_s"], 2),
             "total_wall_s": round(sum(s["wall_s"] for s in stages.values()), 3),

@@ -6,6 +6,7 @@ from pathlib import Path
 from bench.apps.speed.common import SpeedError
 from bench.apps.speed.qa_model import default_dtype, device, load_qa_model, write_qa_folder, write_random_backbone
 from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir
+from bench.run.cpu import detect_cpu
 
 
 def task_prepare_model(request: dict) -> dict:
@@ -18,10 +19,20 @@ def task_prepare_model(request: dict) -> dict:
     model = load_qa_model(str(out_dir), device())
     return {"name": name, "source": base, "model_dir": str(out_dir), "family": model.family,
             "head_source": head_source, "num_parameters": int(sum(p.numel() for p in model.parameters())),
-            "device": device().type, "native_bf16": default_dtype() == "bfloat16" and device().type == "cpu",
+            "matmul_parameters": _matmul_parameters(model),
+            "device": device().type, "native_bf16": device().type == "cpu" and detect_cpu().native_bf16,
             "default_dtype": default_dtype(), "threads": torch.get_num_threads(),
             "accelerator": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "versions": _our_versions()}
+
+
+def _matmul_parameters(model) -> int:
+    """Parameters outside embedding tables: those the matrix multiplies use (a lookup costs no FLOPs;
+    the tiny quick-mode BERT is 97 % embeddings), the N of the 6·N·tokens FLOP count."""
+    import torch
+
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return int(sum(p.numel() for p in model.parameters() if id(p) not in tables))
 
 
 def _base_model(request: dict, work: Path) -> tuple[str, str]:

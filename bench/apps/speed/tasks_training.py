@@ -1,11 +1,12 @@
 """Measured process of figure 2: our training step with dynamic padding + length grouping and with
-padded batches, float32 and the machine's low precision; it also writes the padded windows the
+padded batches, in the dtypes the parent chose (float32, and the machine's low precision where it
+is native: ``figures.training_dtypes``); it also writes the padded windows the
 Hugging Face Trainer baseline trains on."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from bench.apps.speed.qa_model import default_dtype, device, feature_params, load_qa_model, load_tokenizer, threads
+from bench.apps.speed.qa_model import device, feature_params, load_qa_model, load_tokenizer, threads
 from bench.apps.speed.train_step import train_steps
 
 TRAINER_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions")
@@ -24,7 +25,7 @@ def task_training(request: dict) -> dict:
     _save_padded_features(Path(request["features_file"]), features, tokenizer.pad_token_id or 0)
     del model
     runs = {}
-    for dtype in ("float32", default_dtype() if default_dtype() != "float32" else "bfloat16"):
+    for dtype in request["dtypes"]:                 # figures.training_dtypes: none emulated
         for batches in ("dynamic", "padded"):
             runs[f"{dtype} {batches}"] = train_steps(request, features, dtype=dtype, padded=batches == "padded",
                                                      pad_id=tokenizer.pad_token_id or 0)

@@ -8,7 +8,7 @@
                          ``step/<name>``, Gluon structural names), the numpy global RNG's key array,
                          and ``state_json``: the position, the rest of the RNG state and the AMP
                          loss scale, as UTF-8 JSON bytes. Read with ``allow_pickle=False``.
-    meta.json            written by ``staged_checkpoint`` (backend "mxnet")
+    meta.json            written by ``staged_checkpoint`` (backend "mxnet", head, each file's sha256)
 
 The MXNet RNG needs no saving: MXNet 1.x cannot read its generator state back, so the
 training loop reseeds it from (--seed, update number) before every update, and the
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from bench.run.checkpoints import MODEL_FILE, TrainPosition, read_meta, require_safetensors, staged_checkpoint
+from bench.run.checkpoints import (MODEL_FILE, TrainPosition, read_checkpoint_file, read_meta, require_safetensors,
+                                  staged_checkpoint)
 from bench.core.errors import BenchError
 from bench.backends.mxnet.heads import load_torch_state, torch_state_from_gluon
 
@@ -39,10 +40,10 @@ class CheckpointError(BenchError, ValueError):
 
 
 def save_checkpoint(ckpt_root: Path, model, arrays: dict[str, np.ndarray], scalars: dict,
-                    position: TrainPosition) -> Path:
-    """Write ``ckpt_root/update_<N>`` atomically and return its path."""
+                    position: TrainPosition, *, head: str | None = None) -> Path:
+    """Write ``ckpt_root/update_<N>`` atomically (files hashed in meta.json) and return its path."""
     with staged_checkpoint(ckpt_root, position, trainer_state_file=TRAINER_STATE_FILE,
-                           backend="mxnet") as staging:
+                           backend="mxnet", head=head) as staging:
         save_file(torch_state_from_gluon(model), str(staging / MODEL_FILE))
         write_trainer_state(staging / TRAINER_STATE_FILE, arrays, scalars)
     return ckpt_root / f"update_{position.update}"
@@ -56,7 +57,11 @@ def write_trainer_state(path: Path, arrays: dict[str, np.ndarray], scalars: dict
 
 
 def read_trainer_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
-    """(arrays, scalars) of ``write_trainer_state``; nothing is unpickled."""
+    """(arrays, scalars) of ``write_trainer_state``; nothing is unpickled. A damaged file: DamagedCheckpoint."""
+    return read_checkpoint_file(path, _read_trainer_state)
+
+
+def _read_trainer_state(path: str) -> tuple[dict[str, np.ndarray], dict]:
     with np.load(path, allow_pickle=False) as stored:
         arrays = {name: stored[name] for name in stored.files if name != _JSON_KEY}
         scalars = json.loads(bytes(stored[_JSON_KEY]).decode("utf-8"))
@@ -66,7 +71,7 @@ def read_trainer_state(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 def load_model_weights(model, weights_file: Path) -> None:
     """Load a safetensors file in torch QAModel names (either backend's checkpoint) into ``model``."""
     weights_file = require_safetensors(weights_file, str(weights_file), CheckpointError)
-    load_torch_state(model, load_file(str(weights_file)), where=str(weights_file))
+    load_torch_state(model, read_checkpoint_file(weights_file, load_file), where=str(weights_file))
 
 
 def check_resumable(ckpt: Path) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import BenchError
-from bench.core.families import FAMILIES
+from bench.core.families import FAMILIES, get_family
 from bench.backends.mxnet.compat import import_mxnet
 from bench.backends.mxnet.encoders import ACTIVATIONS, EncoderConfig, GluonEncoder
 from bench.backends.mxnet.mobilebert import MobileBertEncoder
@@ -103,7 +103,7 @@ def encoder_config_from_hf(hf: dict, where: str = "config.json") -> EncoderConfi
         hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
         attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
         # RoBERTa numbers positions from padding_idx + 1 (HF create_position_ids_from_input_ids).
-        position_offset=hf.get("pad_token_id", 1) + 1 if family == "roberta" else 0,
+        position_offset=hf.get("pad_token_id", 1) + 1 if get_family(family).positions_after_padding else 0,
         num_layer_groups=groups)
 
 

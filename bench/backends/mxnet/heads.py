@@ -1,15 +1,20 @@
 """The QA heads in Gluon (one class per head registry entry, ``bench.core.heads``), parameter for
 parameter those of ``bench.backends.torch.heads``.
 
-Child blocks carry the torch modules' names (``start_scores``, ``end_hidden``, ...), so a
+Child blocks carry the torch modules' names (``start_scores``, ``end_hidden``, ``lstm``, ...), so a
 Gluon structural parameter name equals the torch ``state_dict`` key except for LayerNorm's
-``gamma``/``beta`` (torch: ``weight``/``bias``); ``torch_to_gluon_name`` /
-``gluon_to_torch_name`` convert, and ``load_torch_state`` fills a whole ``GluonQAModel``
-from a torch ``QAModel`` state (numpy arrays). The maths, including the masking constant,
-the float32 log-softmaxes and the inference scores, follow the torch docstrings:
+``gamma``/``beta`` (torch: ``weight``/``bias``) and the LSTM's tensors (torch
+``weight_ih_l{k}[_reverse]``, ``weight_hh_...``, ``bias_ih_...``, ``bias_hh_...`` = Gluon
+``l{k}_i2h_weight`` / ``r{k}_i2h_weight``, ``.._h2h_weight``, ``.._i2h_bias``, ``.._h2h_bias``: the
+names and layouts of ``gluon.rnn.LSTM``; both stack the gates as (i, f, g, o)).
+``torch_to_gluon_name`` / ``gluon_to_torch_name`` convert, and ``load_torch_state`` fills a whole
+``GluonQAModel`` from a torch ``QAModel`` state (numpy arrays). The maths, including the masking
+constant, the float32 log-softmaxes and the inference scores, follow the torch docstrings:
 
-``basic``        Dropout -> Dense(2); loss = (loss(start) + loss(end)) / 2 with ``--loss`` (cross-entropy:
-                 -log p), CLS (0) labels no answer.
+``basic``        Dropout -> Dense(2); loss = (loss(start) + loss(end)) / 2 with ``--loss`` (ce, focal or
+                 label_smoothing: ``bench.core.losses``), CLS (0) labels no answer.
+``bilstm``       ``BiLSTM`` (2 layers, H per direction, dropout 0.2 between them) -> Dropout -> Dense(2);
+                 loss and scores as ``basic``. Each window's valid tokens only: see ``BiLSTM``.
 ``conditional``  log p(start) = Dense(1); log p(end | start) = Dense(1)(LayerNorm(tanh(Dense(H) over
                  [h_t; h_start]))); log p(answerable) from Dense(2)(Dropout(tanh(Dense(H) over
                  [sum_t p(start=t) h_t; h_CLS]))); loss = -(log p_start + log p_end|start) / 2
@@ -20,6 +25,9 @@ evaluation calls ``predict`` (imperative, top-k).
 """
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 
 from bench.backends.mxnet.compat import import_mxnet
@@ -27,13 +35,14 @@ from bench.backends.mxnet.convert import (ConversionError, assign_params, base_m
                                          hf_name_map, make_encoder, structural_params)
 from bench.backends.mxnet.encoders import EncoderConfig
 from bench.backends.mxnet.losses import position_loss
+from bench.core import heads as head_registry
 from bench.core.heads import get_head
 from bench.run.registry import load_implementation
 
 mx, _ = import_mxnet()
 from mxnet.gluon import HybridBlock, nn  # noqa: E402
 
-__all__ = ["MASKED_LOGIT", "BasicHead", "ConditionalHead", "GluonQAModel", "masked_log_softmax",
+__all__ = ["MASKED_LOGIT", "BasicHead", "BiLSTM", "BiLSTMHead", "ConditionalHead", "GluonQAModel", "masked_log_softmax",
            "build_qa_model", "batch_to_nd", "torch_to_gluon_name", "gluon_to_torch_name", "load_torch_state",
            "torch_names", "torch_state_from_gluon"]
 
@@ -63,34 +72,115 @@ def _gather_positions(F, values, positions):
 class BasicHead(HybridBlock):
     """Independent start and end scores (BERT's SQuAD head)."""
 
-    def __init__(self, config: EncoderConfig, dropout: float, init_std: float, loss: str = "ce", prefix=None,
+    def __init__(self, config: EncoderConfig, dropout: float, init_std: float, loss="ce", prefix=None,
                  params=None):
         super().__init__(prefix=prefix, params=params)
         self._position_loss = position_loss(loss)
         with self.name_scope():
             self.dropout = nn.Dropout(dropout)
-            self.span_scores = _dense(2, config.hidden_size, init_std)
+            self.span_scores = _dense(2, self._build_features(config), init_std)
 
-    def scores(self, F, hidden):
+    def _build_features(self, config: EncoderConfig) -> int:
+        """Create the blocks between the encoder and the scorer; return the scorer's input size."""
+        return config.hidden_size
+
+    def features(self, F, hidden, valid_length=None):
+        """What the span scorer reads: the encoder's states."""
+        return hidden
+
+    def scores(self, F, hidden, valid_length=None):
         """(B, L, 2) raw start/end scores."""
-        return self.span_scores(self.dropout(hidden))
+        return self.span_scores(self.dropout(self.features(F, hidden, valid_length)))
 
-    def hybrid_forward(self, F, hidden, candidate_mask, starts, ends, is_impossible):  # pylint: disable=arguments-differ
+    def hybrid_forward(self, F, hidden, candidate_mask, starts, ends, is_impossible,  # pylint: disable=arguments-differ
+                       valid_length=None):
         """Per-window loss (B,)."""
-        scores = self.scores(F, hidden)
+        scores = self.scores(F, hidden, valid_length)
         start_lp = masked_log_softmax(F, F.slice_axis(scores, axis=-1, begin=0, end=1).squeeze(axis=-1),
                                       candidate_mask)
         end_lp = masked_log_softmax(F, F.slice_axis(scores, axis=-1, begin=1, end=2).squeeze(axis=-1),
                                     candidate_mask)
         return 0.5 * (self._position_loss(F, start_lp, starts) + self._position_loss(F, end_lp, ends))
 
-    def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int) -> dict:
+    def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int, valid_length=None) -> dict:
         # Raw scores (not log-softmax), as BERT's post-processing expects: null = start[0] + end[0].
         F = mx.nd
-        scores = self.scores(F, hidden)
+        scores = self.scores(F, hidden, valid_length)
         mask = F.broadcast_like(F.expand_dims(candidate_mask, axis=-1), scores)
         scores = F.where(mask, scores, F.ones_like(scores) * MASKED_LOGIT)
         return {"start_logits": scores[:, :, 0], "end_logits": scores[:, :, 1]}
+
+
+class BiLSTM(HybridBlock):
+    """A stacked bidirectional LSTM over the first ``valid_length`` steps of each (B, T, C) sequence: torch's
+    ``nn.LSTM(bidirectional=True, batch_first=True)`` over a packed sequence, in Gluon.
+
+    Parameters as ``gluon.rnn.LSTM(bidirectional=True)`` registers them (``l{k}_i2h_weight`` (4H, C_k),
+    ``l{k}_h2h_weight`` (4H, H), ``l{k}_i2h_bias``, ``l{k}_h2h_bias``; ``r{k}_*`` for the backward
+    direction; gates stacked (i, f, g, o), torch's order), initialised as torch does: U(-1/sqrt(H), 1/sqrt(H)).
+
+    Why not ``gluon.rnn.LSTM(use_sequence_length=True)``: MXNet 1.9.1's RNN operator ignores
+    ``sequence_length`` on the CPU (measured: the same outputs as without it; it is a cuDNN feature), so
+    the backward direction would start in the padding and carry it into every real position. Here each direction of each layer is one
+    fused single-layer ``F.RNN`` call; the backward one runs over the input reversed *within* each
+    sequence's valid length (``F.SequenceReverse``), so it starts at the last real token, and its
+    output is reversed back. Padded steps only come after the real ones in either direction, so they
+    never reach a real position; they are set to zero at the end, as ``pad_packed_sequence`` leaves
+    them. Dropout ``dropout`` between layers (not after the last), as torch's.
+    """
+
+    def __init__(self, hidden_size: int, input_size: int, num_layers: int, dropout: float, prefix=None,
+                 params=None):
+        super().__init__(prefix=prefix, params=params)
+        self._hidden_size, self._num_layers, self._dropout = hidden_size, num_layers, dropout
+        init = mx.init.Uniform(1.0 / math.sqrt(hidden_size))
+        columns = input_size
+        for layer in range(num_layers):
+            for direction in "lr":
+                for gate, width in (("i2h", columns), ("h2h", hidden_size)):
+                    name = f"{direction}{layer}_{gate}"
+                    setattr(self, f"{name}_weight",
+                            self.params.get(f"{name}_weight", shape=(4 * hidden_size, width), init=init))
+                    setattr(self, f"{name}_bias", self.params.get(f"{name}_bias", shape=(4 * hidden_size,), init=init))
+            columns = 2 * hidden_size
+
+    def _direction(self, F, steps, params: dict, name: str):
+        """One single-layer LSTM direction over ``steps`` (T, B, C) from zero states -> (T, B, H)."""
+        flat = F._internal._rnn_param_concat(  # pylint: disable=protected-access
+            *(params[f"{name}_{gate}_{kind}"].reshape(-1) for kind in ("weight", "bias") for gate in ("i2h", "h2h")),
+            dim=0)
+        first = F.slice_axis(F.slice_axis(steps, axis=0, begin=0, end=1), axis=2, begin=0, end=1)   # (1, B, 1)
+        zeros = F.repeat(F.zeros_like(first), repeats=self._hidden_size, axis=2)                      # (1, B, H)
+        return F.RNN(steps, flat, zeros, zeros, state_size=self._hidden_size, num_layers=1, mode="lstm",
+                     bidirectional=False, p=0.0, state_outputs=False)
+
+    def hybrid_forward(self, F, inputs, valid_length, **params):  # pylint: disable=arguments-differ
+        """inputs (B, T, C), valid_length (B,) -> (B, T, 2H): [forward; backward] states, zeros after each length."""
+        steps = F.swapaxes(inputs, 0, 1)                                  # (T, B, C): the RNN op's layout
+        for layer in range(self._num_layers):
+            forward = self._direction(F, steps, params, f"l{layer}")
+            reversed_steps = F.SequenceReverse(steps, valid_length, use_sequence_length=True)
+            backward = F.SequenceReverse(self._direction(F, reversed_steps, params, f"r{layer}"), valid_length,
+                                         use_sequence_length=True)
+            steps = F.concat(forward, backward, dim=2)
+            if self._dropout > 0 and layer < self._num_layers - 1:
+                steps = F.Dropout(steps, p=self._dropout)
+        steps = F.SequenceMask(steps, valid_length, use_sequence_length=True, value=0.0)
+        return F.swapaxes(steps, 0, 1)
+
+
+class BiLSTMHead(BasicHead):
+    """``BiLSTM`` over the encoder's states (2 layers, H per direction), then the basic head's scorer on 2H."""
+
+    def _build_features(self, config: EncoderConfig) -> int:
+        size = config.hidden_size
+        self.lstm = BiLSTM(size, size, head_registry.BILSTM_LAYERS, head_registry.BILSTM_LAYER_DROPOUT)
+        return 2 * size
+
+    def features(self, F, hidden, valid_length=None):
+        if valid_length is None:
+            raise ValueError("the bilstm head needs each window's valid_length")
+        return self.lstm(hidden, valid_length)
 
 
 class SplitDense(HybridBlock):
@@ -116,7 +206,7 @@ class SplitDense(HybridBlock):
 class ConditionalHead(HybridBlock):
     """Start, end-given-start and answerability (GluonNLP ModelForQAConditionalV1)."""
 
-    def __init__(self, config: EncoderConfig, dropout: float, init_std: float, loss: str = "ce", prefix=None,
+    def __init__(self, config: EncoderConfig, dropout: float, init_std: float, loss="ce", prefix=None,
                  params=None):
         super().__init__(prefix=prefix, params=params)
         hidden_size, layer_norm_eps = config.hidden_size, config.layer_norm_eps
@@ -189,11 +279,13 @@ class GluonQAModel(HybridBlock):
     """
 
     def __init__(self, config: EncoderConfig, head: str = "conditional", dropout: float = 0.1,
-                 init_std: float = 0.02, loss: str = "ce", prefix=None, params=None):
+                 init_std: float = 0.02, loss="ce", prefix=None, params=None):
         super().__init__(prefix=prefix, params=params)
-        head_class = load_implementation(get_head(head).implementation("mxnet"))
+        spec = get_head(head)
+        head_class = load_implementation(spec.implementation("mxnet"))
         self.config = config
         self.head_type = head
+        self._needs_valid_length = spec.needs_valid_length
         with self.name_scope():
             self.backbone = make_encoder(config)
             self.head = head_class(config, dropout, init_std, loss)
@@ -208,12 +300,14 @@ class GluonQAModel(HybridBlock):
         hidden = self.backbone(input_ids, token_types, valid_length)
         starts = F.where(is_impossible, F.zeros_like(starts), starts)
         ends = F.where(is_impossible, F.zeros_like(ends), ends)
-        return self.head(hidden, candidate_mask, starts, ends, is_impossible)
+        lengths = (valid_length,) if self._needs_valid_length else ()     # bench.core.heads: needs_valid_length
+        return self.head(hidden, candidate_mask, starts, ends, is_impossible, *lengths)
 
     def predict(self, inputs: dict, start_top_n: int = 5, end_top_n: int = 5) -> dict[str, np.ndarray]:
         """Inference scores from ``batch_to_nd`` inputs, as numpy (float32; indices int64)."""
         hidden = self.backbone(inputs["input_ids"], inputs["token_types"], inputs["valid_length"])
-        result = self.head.predict(hidden, inputs["candidate_mask"], start_top_n, end_top_n)
+        lengths = (inputs["valid_length"],) if self._needs_valid_length else ()
+        result = self.head.predict(hidden, inputs["candidate_mask"], start_top_n, end_top_n, *lengths)
         return {name: (value.asnumpy().astype(np.int64) if name.endswith("_index") else value.asnumpy())
                 for name, value in result.items()}
 
@@ -234,9 +328,9 @@ def batch_to_nd(arrays: dict, ctx=None) -> dict:
 
 
 def build_qa_model(config: EncoderConfig, head: str = "conditional", dropout: float = 0.1, init_std: float = 0.02,
-                   ctx=None, loss: str = "ce") -> GluonQAModel:
+                   ctx=None, loss="ce") -> GluonQAModel:
     """A GluonQAModel with initialised (random) parameters; load weights with load_torch_state or
-    ``convert.assign_params``."""
+    ``convert.assign_params``. ``loss``: a ``--loss`` name or a ``bench.core.losses.LossSetting``."""
     ctx = ctx or mx.cpu()
     model = GluonQAModel(config, head=head, dropout=dropout, init_std=init_std, loss=loss)
     model.initialize(mx.init.Normal(init_std), ctx=ctx)
@@ -250,14 +344,42 @@ def _swap_layer_norm_suffix(name: str, table: dict) -> str:
     return f"{stem}.{table[leaf]}" if leaf in table else name
 
 
+_TORCH_LSTM = re.compile(r"(weight|bias)_(ih|hh)_l(\d+)(_reverse)?")
+_GLUON_LSTM = re.compile(r"([lr])(\d+)_(i2h|h2h)_(weight|bias)")
+_TORCH_TO_GLUON_GATE = {"ih": "i2h", "hh": "h2h"}
+_GLUON_TO_TORCH_GATE = {"i2h": "ih", "h2h": "hh"}
+
+
+def _lstm_to_gluon(name: str) -> str | None:
+    """torch ``....weight_ih_l0_reverse`` -> Gluon ``....r0_i2h_weight`` (None: not an LSTM tensor)."""
+    stem, dot, leaf = name.rpartition(".")
+    if match := _TORCH_LSTM.fullmatch(leaf):
+        kind, gate, layer, reverse = match.groups()
+        return f"{stem}{dot}{'r' if reverse else 'l'}{layer}_{_TORCH_TO_GLUON_GATE[gate]}_{kind}"
+    return None
+
+
+def _lstm_to_torch(name: str) -> str | None:
+    """Gluon ``....r0_i2h_weight`` -> torch ``....weight_ih_l0_reverse`` (None: not an LSTM tensor)."""
+    stem, dot, leaf = name.rpartition(".")
+    if match := _GLUON_LSTM.fullmatch(leaf):
+        direction, layer, gate, kind = match.groups()
+        return f"{stem}{dot}{kind}_{_GLUON_TO_TORCH_GATE[gate]}_l{layer}{'_reverse' if direction == 'r' else ''}"
+    return None
+
+
 def torch_to_gluon_name(name: str, layer_norm_names: set[str]) -> str:
-    """Head parameter name, torch -> Gluon (LayerNorm weight/bias -> gamma/beta for ``layer_norm_names``)."""
+    """Head parameter name, torch -> Gluon: LayerNorm weight/bias -> gamma/beta for ``layer_norm_names``;
+    LSTM ``weight_ih_l{k}[_reverse]``-style names -> ``l{k}_i2h_weight`` / ``r{k}_i2h_weight``-style."""
     stem = name.rpartition(".")[0]
-    return _swap_layer_norm_suffix(name, {"weight": "gamma", "bias": "beta"}) if stem in layer_norm_names else name
+    if stem in layer_norm_names:
+        return _swap_layer_norm_suffix(name, {"weight": "gamma", "bias": "beta"})
+    return _lstm_to_gluon(name) or name
 
 
 def gluon_to_torch_name(name: str) -> str:
-    return _swap_layer_norm_suffix(name, {"gamma": "weight", "beta": "bias"})
+    """Head parameter name, Gluon -> torch (the inverse of ``torch_to_gluon_name``)."""
+    return _lstm_to_torch(name) or _swap_layer_norm_suffix(name, {"gamma": "weight", "beta": "bias"})
 
 
 def _head_layer_norms(model: GluonQAModel) -> set[str]:

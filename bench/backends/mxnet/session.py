@@ -28,6 +28,7 @@ from bench.backends.mxnet.inference import predict_windows
 from bench.backends.mxnet.optim import apply_rules, build_trainer, parameter_rules, trainable_params
 from bench.backends.mxnet.steps import MxSteps, parameter_digest
 from bench.core.flags import ConfigError
+from bench.core.losses import loss_setting
 from bench.run.backend import LoadedModel, TrainingSetup
 from bench.run.checkpoints import MODEL_FILE, require_safetensors, without_backbone_prefix
 from bench.run.distributed import DistributedConfigError, detect_world, parse_gpus
@@ -97,23 +98,53 @@ def init_amp(config) -> bool:
 
 # ---------------------------------------------------------------------------------------- model
 def load_model(config, ctx) -> tuple:
-    """(source, tokenizer, GluonQAModel): pretrained backbone, fresh head; then --backbone_path and
-    --param_checkpoint (torch-named safetensors) over it, as the torch backend does."""
+    """(source, tokenizer, GluonQAModel): pretrained backbone, fresh head (a fine-tuned
+    ``*ForQuestionAnswering`` folder with --head basic: its trained ``qa_outputs``); then --backbone_path
+    and --param_checkpoint (torch-named safetensors) over it, as the torch backend does."""
+    from bench.run.model_source import check_window_fits, param_checkpoint_file
+
     source = resolve_model_folder(config.model_name, config.model_path)
+    check_window_fits(source, config.max_seq_length)
+    # Checked before the model is built: a missing or pickled file fails in one line naming the flag.
+    weights = param_checkpoint_file(config.param_checkpoint) if config.param_checkpoint else None
     tokenizer = load_tokenizer(source)
     hf = read_hf_config(source.folder)
     encoder_config = encoder_config_from_hf(hf, where=source.source)
-    model = build_qa_model(encoder_config, head=config.head, dropout=config.classifier_dropout, loss=config.loss,
+    model = build_qa_model(encoder_config, head=config.head, dropout=config.classifier_dropout,
+                           loss=loss_setting(config),
                            init_std=hf.get("initializer_range", 0.02), ctx=ctx)
-    state = base_model_state(read_safetensors(source.folder), encoder_config.family)
+    weights_in_folder = read_safetensors(source.folder)
+    state = base_model_state(weights_in_folder, encoder_config.family)
     assign_params(model.backbone, convert_state(encoder_config, state, where=source.source), where=source.source)
+    _load_trained_qa_head(model, config.head, hf, weights_in_folder, source.source)
     if config.backbone_path:
         load_backbone_file(model, Path(config.backbone_path))
-    if config.param_checkpoint:
-        load_model_weights(model, Path(config.param_checkpoint))
+    if weights is not None:
+        load_model_weights(model, weights)
     # Cached graphs with dynamic shapes (every batch has its own length); static_alloc measured slower.
     model.hybridize()
     return source, tokenizer, model
+
+
+def _load_trained_qa_head(model, head: str, hf: dict, state: dict, where: str) -> None:
+    """A ``*ForQuestionAnswering`` folder's ``qa_outputs`` into the basic head's span scorer (the torch
+    backend's ``hf_backbone.load_trained_qa_head``: same rule, same messages)."""
+    architecture = next((name for name in hf.get("architectures") or () if isinstance(name, str)
+                         and name.endswith("ForQuestionAnswering")), None)
+    if architecture is None:
+        return
+    if head != "basic":
+        logger.warning("%s is a fine-tuned %s: its trained head is a basic head (qa_outputs), so --head %s "
+                       "starts untrained; pass --head basic to use the trained one", where, architecture, head)
+        return
+    missing = [name for name in ("qa_outputs.weight", "qa_outputs.bias") if name not in state]
+    if missing:
+        raise ConversionError(f"{where} ({architecture}): the weights lack the trained QA head's "
+                              f"{', '.join(missing)}")
+    # Gluon's Dense(2) holds weight (2, H) like torch's Linear: row 0 start, row 1 end.
+    assign_params(model.head.span_scores, {"weight": state["qa_outputs.weight"], "bias": state["qa_outputs.bias"]},
+                  where=f"{where} qa_outputs")
+    logger.info("%s: loaded the trained basic head of the %s (qa_outputs)", where, architecture)
 
 
 def load_backbone_file(model, path: Path) -> None:

@@ -96,7 +96,8 @@ class MxSteps:
         return {name: getattr(self._scaler(), name) for name in self._SCALER_FIELDS} if self.amp else None
 
     def save(self, ckpt_root: Path, position: TrainPosition) -> Path:
-        return save_checkpoint(ckpt_root, self.model, *self.capture_state(position), position)
+        return save_checkpoint(ckpt_root, self.model, *self.capture_state(position), position,
+                               head=self.config.head)
 
     def resume(self, checkpoint: Path) -> TrainPosition:
         state_file = check_resumable(checkpoint)

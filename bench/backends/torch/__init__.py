@@ -46,12 +46,14 @@ class TorchBackend:
         return torch.cuda.is_available()
 
     def default_dtype(self) -> str:
-        """bfloat16 where the hardware computes it natively (GPU or CPU), float16 on older GPUs, else float32."""
+        """bfloat16 where the hardware computes it natively (GPU, or a CPU with AVX-512 BF16/AMX:
+        ``bench.run.cpu.detect_cpu``), float16 on older GPUs, else float32 (emulated bfloat16 on an
+        AVX2-only CPU trained 24x slower than float32)."""
         import torch
         if torch.cuda.is_available():
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        return "bfloat16" if native else "float32"
+        from bench.run.cpu import detect_cpu
+        return "bfloat16" if detect_cpu().native_bf16 else "float32"
 
 
 BACKEND = TorchBackend()

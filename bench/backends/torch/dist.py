@@ -44,6 +44,7 @@ import socket
 import sys
 import threading
 import traceback
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Protocol
 
@@ -56,7 +57,7 @@ from bench.run.distributed import (DEVICE_WORKER_ENV, DistributedConfigError, Wo
 from bench.core.errors import BenchError
 
 __all__ = ["Comm", "DEFAULT_TIMEOUT_S", "DeviceWorkerFailed", "HorovodComm", "LocalComm", "TorchDistComm",
-           "find_free_port", "init_comm", "launch", "run_with_failfast", "spawn_device_workers"]
+           "WorkerLogging", "find_free_port", "init_comm", "launch", "run_with_failfast", "spawn_device_workers"]
 
 logger = logging.getLogger("bench.dist")
 
@@ -408,15 +409,18 @@ def spawn_device_workers(fn: Callable[[Any], Any], fn_arg: Any, gpus: list[int])
     SQUAD_BENCH_DEVICE_WORKER=1, so ``detect_world("device", gpus)`` in the worker returns rank i
     on GPU ``gpus[i]`` and ``init_comm`` joins a torch.distributed group, exactly like a torchrun
     worker. ``fn`` must be importable (a module-level function) and ``fn_arg`` picklable (argv, a
-    config): workers are started with "spawn", because CUDA cannot be used after fork. Workers
-    run under ``run_with_failfast``; when one fails the others are terminated and
+    config): workers are started with "spawn", because CUDA cannot be used after fork. A spawned
+    interpreter starts with logging unconfigured (root level WARNING, no handler), so each worker
+    first repeats this process's logging setup (``WorkerLogging``): the records a torchrun worker
+    gets from the run script's ``logging.basicConfig`` reach rank 0's run.log and stderr here too.
+    Workers run under ``run_with_failfast``; when one fails the others are terminated and
     DeviceWorkerFailed is raised here.
     """
     import torch.multiprocessing as mp
     port = find_free_port()
     try:
-        mp.start_processes(_device_worker, args=(fn, fn_arg, len(gpus), port), nprocs=len(gpus),
-                           join=True, start_method="spawn")
+        mp.start_processes(_device_worker, args=(fn, fn_arg, len(gpus), port, WorkerLogging.of_this_process()),
+                           nprocs=len(gpus), join=True, start_method="spawn")
     except mp.ProcessExitedException as exc:
         raise DeviceWorkerFailed(f"device worker {exc.error_index} (GPU {gpus[exc.error_index]}) exited with "
                                  f"status {exc.exit_code}; the other workers were stopped") from exc
@@ -425,7 +429,29 @@ def spawn_device_workers(fn: Callable[[Any], Any], fn_arg: Any, gpus: list[int])
                                  f"the other workers were stopped") from exc
 
 
-def _device_worker(index: int, fn: Callable, fn_arg: Any, world_size: int, port: int) -> None:
+@dataclass(frozen=True)
+class WorkerLogging:
+    """The root logger's level and its first handler's format: what a spawned worker repeats."""
+    level: int
+    fmt: str | None = None
+    datefmt: str | None = None
+
+    @classmethod
+    def of_this_process(cls) -> "WorkerLogging":
+        root = logging.getLogger()
+        formatter = next((handler.formatter for handler in root.handlers if handler.formatter is not None), None)
+        return cls(root.level, getattr(formatter, "_fmt", None), getattr(formatter, "datefmt", None))
+
+    def apply(self) -> None:
+        """In a fresh interpreter: a stderr handler with the parent's format, and the parent's level."""
+        logging.basicConfig(format=self.fmt or logging.BASIC_FORMAT, datefmt=self.datefmt)
+        logging.getLogger().setLevel(self.level)
+
+
+def _device_worker(index: int, fn: Callable, fn_arg: Any, world_size: int, port: int,
+                   worker_logging: WorkerLogging | None = None) -> None:
+    if worker_logging is not None:
+        worker_logging.apply()
     os.environ.update({"RANK": str(index), "LOCAL_RANK": str(index), "WORLD_SIZE": str(world_size),
                        "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port), DEVICE_WORKER_ENV: "1"})

@@ -8,8 +8,16 @@ is_impossible) -> (B,)`` for training and ``predict(hidden, candidate_mask, star
 
 ``basic``
     Dropout -> Linear(H, 2): independent start/end logits. Loss per window =
-    (loss(start) + loss(end)) / 2 with ``--loss`` (``bench.core.losses``; cross-entropy by
-    default), CLS (index 0) being the label of windows without an answer.
+    (loss(start) + loss(end)) / 2 with ``--loss`` (``bench.core.losses``: ce, focal or
+    label_smoothing; cross-entropy by default), CLS (index 0) being the label of windows without an
+    answer.
+``bilstm``
+    A 2-layer bidirectional LSTM (hidden size H per direction, dropout 0.2 between the layers:
+    ``bench.core.heads.BILSTM_LAYERS``/``BILSTM_LAYER_DROPOUT``) over the encoder's last hidden
+    states -> Dropout -> Linear(2H, 2): start/end logits, loss and post-processing as ``basic``.
+    The LSTM runs over each window's valid tokens only (a packed sequence of the attention-mask
+    lengths), so padding never reaches a real position, in the backward direction either; padded
+    positions output zeros. The LSTM keeps torch's initialisation (uniform +-1/sqrt(H)).
 ``conditional`` (default; GluonNLP ``ModelForQAConditionalV1``, ALBERT/XLNet style)
     log p(start) from Dense(1); log p(end | start) from Dense(H, tanh) -> LayerNorm ->
     Dense(1) over concat[h_t; h_start] (the true start in training, each of the top
@@ -30,11 +38,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench.backends.torch.cpu_training import FastDropout
 from bench.backends.torch.losses import position_loss
+from bench.core import heads as head_registry
 
-__all__ = ["MASKED_LOGIT", "BasicHead", "ConditionalHead", "masked_log_softmax"]
+__all__ = ["MASKED_LOGIT", "BasicHead", "BiLSTMHead", "ConditionalHead", "masked_log_softmax"]
 
 # Score of a position that may not be an answer boundary: far below any real log-probability, yet
 # finite in float32 so that sums of two masked scores stay finite (no inf - inf = nan downstream).
@@ -75,27 +85,53 @@ def _init_linear(layer: nn.Linear, std: float) -> None:
 class BasicHead(nn.Module):
     """Independent start and end scores (BERT's SQuAD head)."""
 
-    def __init__(self, backbone_config, dropout: float, loss: str = "ce"):
+    def __init__(self, backbone_config, dropout: float, loss="ce"):
         super().__init__()
         self.dropout = FastDropout(dropout)
-        self.span_scores = nn.Linear(backbone_config.hidden_size, 2)
+        self.span_scores = nn.Linear(self._build_features(backbone_config), 2)
         _init_linear(self.span_scores, _init_std(backbone_config))
         self.position_loss = position_loss(loss)
 
-    def log_probs(self, hidden: torch.Tensor, candidate_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scores = self.span_scores(self.dropout(hidden)).float()
-        return (masked_log_softmax(scores[..., 0], candidate_mask),
-                masked_log_softmax(scores[..., 1], candidate_mask))
+    def _build_features(self, backbone_config) -> int:
+        """Create the layers between the encoder and the scorer; return the scorer's input size."""
+        return backbone_config.hidden_size
 
-    def loss(self, hidden, candidate_mask, starts, ends, is_impossible) -> torch.Tensor:
-        start_lp, end_lp = self.log_probs(hidden, candidate_mask)
+    def features(self, hidden: torch.Tensor, valid_length: torch.Tensor | None = None) -> torch.Tensor:
+        """What the span scorer reads: the encoder's states."""
+        return hidden
+
+    def scores(self, hidden: torch.Tensor, valid_length: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, 2) float32 raw start/end scores."""
+        return self.span_scores(self.dropout(self.features(hidden, valid_length))).float()
+
+    def loss(self, hidden, candidate_mask, starts, ends, is_impossible, valid_length=None) -> torch.Tensor:
+        scores = self.scores(hidden, valid_length)
+        start_lp = masked_log_softmax(scores[..., 0], candidate_mask)
+        end_lp = masked_log_softmax(scores[..., 1], candidate_mask)
         return 0.5 * (self.position_loss(start_lp, starts) + self.position_loss(end_lp, ends))
 
-    def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int) -> dict:
+    def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int, valid_length=None) -> dict:
         # Raw scores (not log-softmax) as BERT's postprocessing expects: null = start[0] + end[0].
-        scores = self.span_scores(self.dropout(hidden)).float().masked_fill(~candidate_mask[..., None],
-                                                                              MASKED_LOGIT)
+        scores = self.scores(hidden, valid_length).masked_fill(~candidate_mask[..., None], MASKED_LOGIT)
         return {"start_logits": scores[..., 0], "end_logits": scores[..., 1]}
+
+
+class BiLSTMHead(BasicHead):
+    """A 2-layer bidirectional LSTM over the encoder's states, then the basic head's scorer on 2H features."""
+
+    def _build_features(self, backbone_config) -> int:
+        size = backbone_config.hidden_size
+        self.lstm = nn.LSTM(size, size, num_layers=head_registry.BILSTM_LAYERS, batch_first=True,
+                            bidirectional=True, dropout=head_registry.BILSTM_LAYER_DROPOUT)
+        return 2 * size
+
+    def features(self, hidden: torch.Tensor, valid_length: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, 2H): [forward; backward] LSTM states over each window's first ``valid_length`` tokens
+        (all of them when None); zeros at padded positions."""
+        if valid_length is None:
+            return self.lstm(hidden)[0]
+        packed = pack_padded_sequence(hidden, valid_length.long().cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=hidden.size(1))[0]
 
 
 class ConditionalHead(nn.Module):

@@ -19,7 +19,7 @@ from torch import nn
 
 from bench.backends.torch.cpu_training import (CPU_ATTENTION_REGISTERED, CPU_TRAINING_ATTENTION,
                                                attention_implementation, use_fast_dropout)
-from bench.backends.torch.hf_backbone import load_backbone_weights
+from bench.backends.torch.hf_backbone import load_backbone_weights, load_trained_qa_head
 from bench.core.families import get_family
 from bench.core.heads import get_head
 from bench.run.model_source import ModelFolder, ModelSourceError, load_tokenizer, resolve_model_folder
@@ -52,7 +52,7 @@ class QAModel(nn.Module):
     loss; ``predict`` (evaluation, no grad) returns the head's inference scores.
     """
 
-    def __init__(self, backbone: nn.Module, head: str = "conditional", dropout: float = 0.1, loss: str = "ce"):
+    def __init__(self, backbone: nn.Module, head: str = "conditional", dropout: float = 0.1, loss="ce"):
         super().__init__()
         config = backbone.config
         self.backbone = backbone
@@ -115,7 +115,7 @@ class QAModel(nn.Module):
             starts, ends = starts.masked_fill(impossible, 0), ends.masked_fill(impossible, 0)
         else:
             impossible = torch.zeros_like(starts, dtype=torch.bool)
-        return {"loss": self.head.loss(hidden, mask, starts, ends, impossible)}
+        return {"loss": self.head.loss(hidden, mask, starts, ends, impossible, **self._lengths(attention_mask))}
 
     @torch.no_grad()
     def predict(self, input_ids, attention_mask, token_type_ids=None, candidate_mask=None, *,
@@ -126,7 +126,12 @@ class QAModel(nn.Module):
         # float32 for the head: a backbone cast to bfloat16 (inference_model) returns bfloat16 states.
         hidden = self.encode(input_ids, attention_mask, token_type_ids).float()
         mask = _candidates(candidate_mask, attention_mask)
-        return self.head.predict(hidden, mask, start_top_n, end_top_n)
+        return self.head.predict(hidden, mask, start_top_n, end_top_n, **self._lengths(attention_mask))
+
+    def _lengths(self, attention_mask) -> dict:
+        """``valid_length`` (B,) for a head whose registry entry asks for it (batches are right-padded);
+        nothing for the others, whose ``loss``/``predict`` keep the five/four-argument signature."""
+        return {"valid_length": attention_mask.long().sum(1)} if self.head_spec.needs_valid_length else {}
 
 
 def _candidates(candidate_mask, attention_mask) -> torch.Tensor:
@@ -135,12 +140,19 @@ def _candidates(candidate_mask, attention_mask) -> torch.Tensor:
 
 
 def build_qa_model(source: ModelFolder, head: str = "conditional", dropout: float = 0.1,
-                   backbone_path: str | Path | None = None, loss: str = "ce") -> QAModel:
-    """Pretrained backbone of ``source`` (optionally overwritten by ``backbone_path``) + a fresh QA head."""
+                   backbone_path: str | Path | None = None, loss="ce") -> QAModel:
+    """Pretrained backbone of ``source`` (optionally overwritten by ``backbone_path``) + a fresh QA head,
+    or, for a fine-tuned ``*ForQuestionAnswering`` folder and ``head="basic"``, its trained head
+    (``hf_backbone.load_trained_qa_head``).
+
+    ``loss``: a ``--loss`` name (its flags' defaults) or a ``bench.core.losses.LossSetting``
+    (``loss_setting(config)``: the name with the run's flag values, e.g. ``--focal_gamma``)."""
     backbone = load_backbone(source)
     if backbone_path:
         load_backbone_weights(backbone, Path(backbone_path))
-    return QAModel(backbone, head=head, dropout=dropout, loss=loss)
+    model = QAModel(backbone, head=head, dropout=dropout, loss=loss)
+    load_trained_qa_head(model.head, head, source)
+    return model
 
 
 # ---------------------------------------------------------------------------------------- inference

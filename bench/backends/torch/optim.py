@@ -50,7 +50,8 @@ def frozen_parameter_names(model, untunable_depth: float) -> set[str]:
 
 def no_decay_parameter_names(model: nn.Module) -> set[str]:
     """Biases and every parameter of a normalisation module (detected by module type)."""
-    names = {name for name, _ in model.named_parameters() if name.endswith("bias")}
+    # "bias", and torch LSTM's "bias_ih_l0", "bias_hh_l0_reverse", ...: biases never decay.
+    names = {name for name, _ in model.named_parameters() if name.rpartition(".")[2].startswith("bias")}
     for module_name, module in model.named_modules():
         if isinstance(module, _NORM_TYPES) or type(module).__name__.endswith(_NORM_CLASS_SUFFIXES):
             prefix = f"{module_name}." if module_name else ""

@@ -19,7 +19,9 @@ from bench.backends.torch.dist import init_comm
 from bench.backends.torch.inference import predict_windows
 from bench.backends.torch.modeling import build_qa_model, inference_model, load_tokenizer, resolve_model_source
 from bench.backends.torch.steps import TorchSteps, load_for_eval
+from bench.core.losses import loss_setting
 from bench.run.backend import LoadedModel, TrainingSetup
+from bench.run.cpu import warn_if_emulated_bf16
 from bench.run.distributed import detect_world, eval_shard
 from bench.run.helpers import EvalBatching, progress_factory
 from bench.run.record import RunFacts, hardware_info, library_versions
@@ -60,6 +62,7 @@ class TorchSession:
         np.random.seed(config.seed)
         self.rank, self.world_size, self.is_main = self.comm.rank, self.comm.world_size, self.comm.is_main
         self.on_cpu = self.device.type == "cpu"
+        warn_if_emulated_bf16(config.dtype, self.device.type, main=self.is_main)
         self.launcher, self.device_label = self.world.launcher, str(self.device)
 
     def barrier(self) -> None:
@@ -70,12 +73,18 @@ class TorchSession:
 
     # -- model ---------------------------------------------------------------------------------
     def load_model(self, config) -> LoadedModel:
+        from bench.backends.torch.checkpoint import load_model_weights
+        from bench.run.model_source import check_window_fits, param_checkpoint_file
+
         source = resolve_model_source(config.model_name, config.model_path)
+        check_window_fits(source, config.max_seq_length)
+        # Checked before the model is built: a missing or pickled file fails in one line naming the flag.
+        weights = param_checkpoint_file(config.param_checkpoint) if config.param_checkpoint else None
         tokenizer = load_tokenizer(source)
         model = build_qa_model(source, head=config.head, dropout=config.classifier_dropout,
-                               backbone_path=config.backbone_path, loss=config.loss)
-        if config.param_checkpoint:
-            load_for_eval(model, Path(config.param_checkpoint))
+                               backbone_path=config.backbone_path, loss=loss_setting(config))
+        if weights is not None:
+            load_model_weights(model, weights, label=f"--param_checkpoint {weights}")
         model = model.to(self.device)
         if config.compile:
             # In place: parameter names (and so checkpoints and layer-wise decay) stay unchanged.

@@ -104,7 +104,8 @@ class TorchSteps:
         return float(self.comm.all_reduce_mean(torch.tensor([value], dtype=torch.float64)).item())
 
     def save(self, ckpt_root: Path, position: TrainPosition) -> Path:
-        return save_checkpoint(ckpt_root, self.model, self.optimizer, self.scheduler, self.scaler, position)
+        return save_checkpoint(ckpt_root, self.model, self.optimizer, self.scheduler, self.scaler, position,
+                               head=self.config.head)
 
     def resume(self, checkpoint: Path) -> TrainPosition:
         load_model_weights(self.model, checkpoint / MODEL_FILE)
