@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bench.core.models import MODELS
-from bench.core.references import (COLUMNS, DEFAULT_REFERENCE_DIR, EXTRA_MODELS, SOURCES, ReferenceError,
-                              find_reference, load_references, model_label, original_reference,
-                              select_references)
+from bench.core.references import (COLUMNS, DEFAULT_REFERENCE_DIR, EXTRA_MODELS, METRIC_UNITS, OPTIONAL_COLUMNS,
+                                   SCORE_METRICS, SOURCES, ReferenceError, find_reference, load_references,
+                                   model_label, original_reference, select_references)
 
 HEADER = ",".join(COLUMNS)
 GOOD_ROW = "google_electra_base,2.0,f1,86.49,fp32,gluonnlp,tuned,,,false,https://example.org,a note"
@@ -33,7 +33,8 @@ def test_every_row_is_one_number_with_known_keys(references):
     assert len(references) > 100
     for ref in references:
         assert ref.model in MODELS or ref.model in EXTRA_MODELS
-        assert ref.source in SOURCES and ref.metric in ("exact", "f1") and 0 < ref.value <= 100
+        assert ref.source in SOURCES and ref.metric in METRIC_UNITS and ref.unit == METRIC_UNITS[ref.metric]
+        assert 0 < ref.value <= 100 if ref.metric in SCORE_METRICS else ref.value > 0
     for path in DEFAULT_REFERENCE_DIR.glob("*.csv"):
         with open(path, newline="", encoding="utf-8") as f:
             assert all("/" not in row["value"] for row in csv.DictReader(f)), path   # never "F1/EM"
@@ -43,8 +44,9 @@ def test_f1_is_never_below_em(references):
     """SQuAD F1 >= EM for any prediction set: a swapped F1/EM pair would break this."""
     pairs = {}
     for ref in select_references(references, include_superseded=False):
-        pairs.setdefault((ref.model, ref.squad_version, ref.source, ref.precision), {})[ref.metric] = ref.value
-    both = [p for p in pairs.values() if len(p) == 2]
+        pairs.setdefault((ref.model, ref.squad_version, ref.source, ref.precision, ref.teacher), {})[ref.metric] = (
+            ref.value)
+    both = [p for p in pairs.values() if "exact" in p and "f1" in p]
     assert len(both) > 50
     assert all(p["f1"] >= p["exact"] for p in both)
 
@@ -177,3 +179,89 @@ def test_missing_columns_and_empty_folders_fail(tmp_path):
         load_references(tmp_path)
     with pytest.raises(ReferenceError, match="no reference CSV files"):
         load_references(tmp_path / "empty")
+
+
+# ----------------------------------------------------------------------------- distillation, size and CPU speed
+# Seed 004 (lewtun's DistilBERT task-specific distillation notebook): its table of SQuAD 1.1 dev EM / F1,
+# row "HuggingFace" (the paper's numbers it reproduces) and row "Ours", and its CPU speed test (the first
+# 1,000 validation questions through a QuestionAnsweringPipeline, one question per call).
+
+BERT, DISTILBERT = "google_en_uncased_bert_base", "distilbert_base_uncased"
+
+
+@pytest.mark.parametrize("source, model, teacher, em, f1", [
+    ("distilbert_paper", BERT, "", 81.2, 88.5),
+    ("distilbert_paper", DISTILBERT, "", 77.7, 85.8),
+    ("distilbert_paper", DISTILBERT, BERT, 79.1, 86.9),
+    ("lewtun_distillation", BERT, "", 80.1, 87.8),
+    ("lewtun_distillation", DISTILBERT, "", 76.7, 85.2),
+    ("lewtun_distillation", DISTILBERT, BERT, 78.4, 86.5),
+])
+def test_teacher_student_rows(references, source, model, teacher, em, f1):
+    found = [find_reference(references, model, "1.1", m, source, teacher=teacher) for m in ("exact", "f1")]
+    assert [r.value for r in found] == [em, f1]
+    assert all(r.training == ("distilled" if teacher else "fine-tuned") and r.unit == "%" for r in found)
+    assert all(r.teacher == teacher and r.file == "distillation.csv" for r in found)
+
+
+def test_distillation_rows_cite_their_sources(references):
+    paper = select_references(references, source="distilbert_paper")
+    assert {r.citation for r in paper} == {"https://arxiv.org/abs/1910.01108"}
+    notebook = select_references(references, source="lewtun_distillation")
+    assert {r.citation for r in notebook} == {"https://huggingface.co/lewtun/bert-base-uncased-finetuned-squad-v1",
+                                               "https://huggingface.co/lewtun/distilbert-base-uncased-distilled-squad-v1"}
+    assert all(r.note for r in paper + notebook)
+    # a distilled number never stands in for the plain model's
+    assert find_reference(references, DISTILBERT, "1.1", "exact", "distilbert_paper").value == 77.7
+    assert [r.value for r in select_references(references, source="distilbert_paper", distilled=True)] == [79.1, 86.9]
+
+
+def test_cpu_speed_test_rows(references):
+    """6 min 38 s (teacher) and 3 min 12 s (distilled student) for 1,000 questions: 2.07x."""
+    def speed(model, teacher, metric):
+        ref = find_reference(references, model, "1.1", metric, "lewtun_distillation", teacher=teacher, device="cpu")
+        assert (ref.device, ref.eval_questions, ref.batch_size, ref.unit) == (
+            "cpu", 1000, 1, METRIC_UNITS[metric])
+        return ref.value
+    teacher_s, student_s = speed(BERT, "", "eval_seconds"), speed(DISTILBERT, BERT, "eval_seconds")
+    assert (teacher_s, student_s) == (6 * 60 + 38, 3 * 60 + 12)
+    assert round(teacher_s / student_s, 2) == 2.07
+    assert speed(BERT, "", "questions_per_second") == round(1000 / teacher_s, 3)
+    assert speed(DISTILBERT, BERT, "questions_per_second") == round(1000 / student_s, 3)
+    assert find_reference(references, BERT, "1.1", "eval_seconds", "lewtun_distillation", device="gpu") is None
+
+
+FULL_HEADER = ",".join(COLUMNS + OPTIONAL_COLUMNS)
+SPEED_ROW = ("distilbert_base_uncased,1.1,eval_seconds,192,fp32,lewtun_distillation,,,,false,https://example.org,"
+             "a note,s,distilled,google_en_uncased_bert_base,cpu,1000,1")
+
+
+def test_the_optional_columns_load(tmp_path):
+    (tmp_path / "a.csv").write_text(f"{FULL_HEADER}\n{SPEED_ROW}\n", encoding="utf-8")
+    [ref] = load_references(tmp_path)
+    assert (ref.metric, ref.value, ref.unit, ref.training, ref.teacher, ref.device, ref.eval_questions,
+            ref.batch_size, ref.distilled) == ("eval_seconds", 192.0, "s", "distilled", "google_en_uncased_bert_base",
+                                               "cpu", 1000, 1, True)
+
+
+@pytest.mark.parametrize("row, message", [
+    (SPEED_ROW.replace(",s,", ",min,"), "a.csv:2: unit 'min' is not eval_seconds's unit 's'"),
+    (SPEED_ROW.replace(",google_en_uncased_bert_base,", ",,"), "a.csv:2: teacher is empty"),
+    (SPEED_ROW.replace(",distilled,", ",fine-tuned,"), "a.csv:2: teacher 'google_en_uncased_bert_base' given"),
+    (SPEED_ROW.replace(",distilled,", ",pruned,"), "a.csv:2: training 'pruned' is not one of"),
+    (SPEED_ROW.replace(",cpu,", ",,"), "a.csv:2: eval_seconds needs device and eval_questions"),
+    (SPEED_ROW.replace(",1000,", ",,"), "a.csv:2: eval_seconds needs device and eval_questions"),
+    (SPEED_ROW.replace(",cpu,", ",tpu,"), "a.csv:2: device 'tpu' is not one of"),
+    (SPEED_ROW.replace(",192,", ",0,"), "a.csv:2: eval_seconds 0.0 must be > 0"),
+    (SPEED_ROW.replace(",eval_seconds,", ",seconds,"), "a.csv:2: metric 'seconds' is not one of"),
+    (SPEED_ROW.replace(",1000,1", ",1000,0.5"), "a.csv:2: batch_size '0.5' must be a positive integer"),
+])
+def test_bad_optional_columns_name_file_and_line(tmp_path, row, message):
+    (tmp_path / "a.csv").write_text(f"{FULL_HEADER}\n{row}\n", encoding="utf-8")
+    with pytest.raises(ReferenceError, match=message.replace("(", r"\(")):
+        load_references(tmp_path)
+
+
+def test_a_speed_above_100_is_not_a_percentage(tmp_path):
+    (tmp_path / "a.csv").write_text(f"{FULL_HEADER}\n{SPEED_ROW.replace(',192,', ',398,')}\n", encoding="utf-8")
+    assert load_references(tmp_path)[0].value == 398

@@ -6,7 +6,10 @@ whose dev_sha256 is the official plain dev-v1.1.json's); a tiny BERT loaded from
 --model_path without --model_name, on the official dev-v1.1.json gzipped
 ("tiny_bert_folder": not a registry model); the registry's BERT base on XQuAD-en,
 1,190 of SQuAD 1.1 dev's questions ("xquad_en": not the official dev set); a
-truncated results.json ("broken") and one without metrics and timing ("partial").
+truncated results.json ("broken") and one without metrics and timing ("partial"); and a
+distillation trio on the official dev-v1.1.json, all on the CPU ("distillation": a BERT base
+teacher, DistilBERT fine-tuned alone, and DistilBERT with a ``distillation`` block naming the
+teacher's folder; 2.5 / 5.0 / 5.0 questions/s).
 The golden numbers below were worked out by hand from those files:
 
 ELECTRA small, fixed EM 70, 71, 73   -> median 71.00, mean 71.33, sample std 1.53
@@ -151,7 +154,7 @@ def test_broken_and_partial_runs_are_listed_and_skipped(markdown):
     partial = next(line for line in section.splitlines() if "partial/results.json" in line)
     assert "not valid JSON" in broken
     assert "missing field 'metrics'" in partial and "missing field 'timing'" in partial
-    assert "Runs: 8 in 6 configurations; 2 skipped." in markdown
+    assert "Runs: 11 in 9 configurations; 2 skipped." in markdown
 
 
 def test_superseded_reference_is_struck_through_not_compared(markdown):
@@ -187,7 +190,8 @@ def test_csv_holds_the_table_numbers(out_dir):
 
 
 TEXT_COLUMNS = {"Model", "Run (backend · head · dtype)", "Seeds", "SQuAD", "head · dtype", "Source", "Precision",
-                "Threshold", "Note", "Evaluation set", "Not compared because"}
+                "Threshold", "Note", "Evaluation set", "Not compared because", "Parameters", "Teacher", "Student",
+                "Temperature, α"}
 
 
 def test_every_number_in_the_tables_is_in_the_csv(out_dir, markdown):
@@ -274,7 +278,8 @@ def test_a_model_that_is_not_the_registry_checkpoint_is_never_compared(markdown)
 
 def test_a_run_on_another_evaluation_set_is_never_compared(markdown):
     """XQuAD-en (1,190 of SQuAD 1.1 dev's 10,570 questions) is not a "SQuAD 1.1 (dev)" score."""
-    assert row_of(table_under(markdown, "## SQuAD 1.1 (dev)"), "BERT base (uncased)", "not run")
+    [bert] = [r for r in table_under(markdown, "## SQuAD 1.1 (dev)") if r["Model"] == "BERT base (uncased)"]
+    assert _text(bert["EM"]) == "80.50" and "teacher_bert_base" in bert["Seeds"]   # the distillation teacher alone
     [xquad] = [r for r in table_under(markdown, OTHER) if r["Evaluation set"].startswith("xquad")]
     assert (xquad["Model"], xquad["SQuAD"], xquad["Evaluation set"]) == (
         "BERT base (uncased)", "1.1", "xquad.en.json.gz (1,190 questions)")
@@ -352,3 +357,102 @@ def test_the_report_modules_never_import_a_framework():
     code = ("import sys, bench.apps.report, bench.apps.launch, bench.core.presets, bench.core.references; "
             "sys.exit(bool({'torch', 'mxnet'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=60).returncode == 0
+
+
+# ----------------------------------------------------------------------------- size, CPU speed, distillation
+
+DISTILLED = "## Teacher → student (distillation)"
+
+
+def test_parameters_and_cpu_questions_per_second_are_beside_em_and_f1(markdown, out_dir):
+    v11 = table_under(markdown, "## SQuAD 1.1 (dev)")
+    [plain] = [r for r in v11 if r["Run (backend · head · dtype)"] == "torch · conditional · float32"
+               and r["Model"] == "DistilBERT base (uncased)"]
+    distilled = [r for r in v11 if "distilled from" in r["Run (backend · head · dtype)"]]
+    assert (plain["Parameters"], _text(plain["CPU questions/s"]), _text(plain["EM"])) == ("66.4M", "5.00", "76.50")
+    assert [(_text(r["EM"]), r["Parameters"], _text(r["CPU questions/s"])) for r in distilled] == [
+        ("78.00", "66.4M", "5.00")]
+    # runs on an accelerator (and records without the field) show no CPU speed, but their size
+    electra = row_of(table_under(markdown, "## SQuAD 2.0 (dev)"), "ELECTRA small", "torch")
+    assert electra["CPU questions/s"] == "—" and electra["Parameters"].endswith("M")
+    assert _csv(out_dir)[("main", "1.1", "distilbert_base_uncased", "torch/conditional/float32",
+                          "dev-v1.1.json (official)", "cpu_eval_questions_per_second", "value")] == "5.0"
+
+
+def test_cpu_questions_per_second_only_for_runs_without_an_accelerator(tmp_path):
+    _copy_run("distillation/distilbert", tmp_path / "runs" / "gpu", hardware__accelerator="NVIDIA A100",
+              hardware__accelerator_count=1)
+    row = row_of(table_under(_markdown(tmp_path / "out", tmp_path / "runs"), "## SQuAD 1.1 (dev)"),
+                 "DistilBERT base (uncased)", "torch")
+    assert (row["CPU questions/s"], row["Parameters"]) == ("—", "66.4M")
+
+
+def test_teacher_student_table_of_runs(markdown):
+    [row] = table_under(markdown, "### Our runs")
+    assert (row["Teacher"], row["Student"]) == ("BERT base (uncased)",
+                                                "DistilBERT base (uncased) · torch · conditional · float32")
+    assert [_text(row[c]) for c in ("Teacher EM", "Teacher F1", "Teacher q/s", "Student EM", "Student F1",
+                                    "Distilled EM", "Distilled F1", "Distilled q/s")] == [
+        "80.50", "88.00", "2.50", "76.50", "85.00", "78.00", "86.25", "5.00"]
+    assert (row["Speed-up"], row["Parameters"], row["Temperature, α"]) == ("2.00×", "108.9M → 66.4M", "T=2.0, α=0.5")
+
+
+def test_teacher_student_table_of_published_numbers(markdown):
+    rows = {r["Source"]: r for r in table_under(markdown, "### Published")}
+    paper, notebook = rows["DistilBERT paper"], rows["lewtun DistilBERT distillation notebook"]
+    assert [_text(paper[c]) for c in ("Teacher EM", "Teacher F1", "Student EM", "Student F1", "Distilled EM",
+                                      "Distilled F1")] == ["81.2", "88.5", "77.7", "85.8", "79.1", "86.9"]
+    assert "[distilbert_paper]" in paper["Distilled EM"]
+    assert [_text(notebook[c]) for c in ("Teacher EM", "Teacher F1", "Teacher q/s", "Student EM", "Student F1",
+                                         "Distilled EM", "Distilled F1", "Distilled q/s", "Speed-up")] == [
+        "80.1", "87.8", "2.513", "76.7", "85.2", "78.4", "86.5", "5.208", "2.07×"]
+    published = table_under(markdown, "### SQuAD 1.1 (dev)")
+    [distilled] = [r for r in published if r["Model"] == "DistilBERT base (uncased), distilled from BERT base "
+                   "(uncased)" and r["Source"] == "lewtun DistilBERT distillation notebook"]
+    assert (_text(distilled["EM"]), _text(distilled["CPU questions/s"])) == ("78.4", "5.208")
+
+
+def _references_without_distillation(folder: Path, *extra_rows: str) -> Path:
+    folder.mkdir()
+    for name in ("gluonnlp.csv", "originals.csv"):
+        (folder / name).write_text((REPO / "reference_results" / name).read_text(encoding="utf-8"), encoding="utf-8")
+    if extra_rows:
+        from bench.core.references import COLUMNS, OPTIONAL_COLUMNS
+        (folder / "extra.csv").write_text("\n".join((",".join(COLUMNS + OPTIONAL_COLUMNS),) + extra_rows) + "\n",
+                                          encoding="utf-8")
+    return folder
+
+
+def test_the_teacher_student_table_appears_only_with_distillation(tmp_path):
+    references = load_references(_references_without_distillation(tmp_path / "refs"))
+    plain = report.collect_runs([FIXTURE_RUNS / "distillation" / "distilbert",
+                                 FIXTURE_RUNS / "distillation" / "teacher_bert_base"])
+    assert DISTILLED not in report.build_report(*plain, references, tmp_path)[0]
+    with_student = report.collect_runs([FIXTURE_RUNS / "distillation"])
+    text = report.build_report(*with_student, references, tmp_path)[0]
+    assert DISTILLED in text and "### Our runs" in text and "### Published" not in text
+    text = report.build_report([], [], load_references(), tmp_path)[0]          # the published rows alone
+    assert DISTILLED in text and "### Published" in text and "### Our runs" not in text
+
+
+def test_published_parameter_counts_render(tmp_path):
+    cite = "https://example.org/paper"
+    rows = [f"{model},1.1,{metric},{value},fp32,distilbert_paper,,,,false,{cite},n,{unit},{training},{teacher},,,"
+            for model, metric, value, unit, training, teacher in (
+                ("google_en_uncased_bert_base", "num_parameters", 110, "millions", "", ""),
+                ("distilbert_base_uncased", "num_parameters", 66, "millions", "", ""),
+                ("google_en_uncased_bert_base", "exact", 81.2, "%", "fine-tuned", ""),
+                ("distilbert_base_uncased", "exact", 79.1, "%", "distilled", "google_en_uncased_bert_base"))]
+    references = load_references(_references_without_distillation(tmp_path / "refs", *rows))
+    text = report.build_report([], [], references, tmp_path)[0]
+    [row] = table_under(text, "### Published")
+    assert _text(row["Parameters"]) == "110M → 66M" and _text(row["Distilled EM"]) == "79.1"
+    [bert] = [r for r in table_under(text, "### SQuAD 1.1 (dev)") if r["Source"] == "DistilBERT paper"
+              and r["Model"] == "BERT base (uncased)"]
+    assert (_text(bert["Parameters"]), _text(bert["EM"])) == ("110M", "81.2")
+
+
+def test_a_bad_eval_questions_per_second_skips_the_run(tmp_path):
+    _copy_run("distillation/distilbert", tmp_path / "runs" / "bad", timing__eval_questions_per_second="fast")
+    text = _markdown(tmp_path / "out", tmp_path / "runs")
+    assert "field 'timing.eval_questions_per_second' should be a number > 0 or null" in text

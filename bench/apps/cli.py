@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "launch": ("bench.apps.launch", "run a recipe (preset) on this machine, as commands/*.sh do"),
     "demo": ("bench.apps.demo", "fine-tune a real small BERT offline and report (about 8 minutes on 2 cores)"),
     "speed": ("bench.apps.speed", "speed benchmark against the Hugging Face baselines"),
+    "make-student": ("bench.apps.make_student", "a smaller student from some of a teacher's layers (distillation)"),
     "flag-docs": ("bench.apps.flag_docs", "write docs/flags.md from the flag table (--check: exit 1 if stale)"),
 }
 

@@ -149,6 +149,14 @@ class RunConfig:
     eval_interval: int | None = _flag(None,
         'also evaluate on dev every N updates during training (recorded in results.json metrics.evaluations)',
         gluon=False)
+    teacher_path: str | None = _flag(None,
+        'distil from this teacher: a fine-tuned Hugging Face *ForQuestionAnswering folder, or one of our checkpoints '
+        '(with --teacher_model_path); see docs/run-script.md#distillation', gluon=False)
+    teacher_model_path: str | None = _flag(None,
+        '--teacher_path is our checkpoint: the model folder it was fine-tuned from', gluon=False)
+    distill_temperature: float = _flag(2.0, '--teacher_path: softmax temperature T (> 0)', gluon=False)
+    distill_alpha: float = _flag(0.5,
+        '--teacher_path: weight a of the distillation term, (1 - a) L_student + a T^2 KL (in [0, 1])', gluon=False)
 
 
 def _flag_row(f) -> Flag:
@@ -232,6 +240,23 @@ def _validate_head_and_loss(config) -> None:
            f"trains with: {', '.join(head.losses)}")
     _check(config.focal_gamma >= 0, f"--focal_gamma must be >= 0, got {config.focal_gamma}")
     _check(0.0 <= config.label_smoothing < 1.0, f"--label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    _validate_distillation(config)
+
+
+def _validate_distillation(config) -> None:
+    _check(config.distill_temperature > 0,
+           f"--distill_temperature must be > 0, got {config.distill_temperature}")
+    _check(0.0 <= config.distill_alpha <= 1.0, f"--distill_alpha must be in [0, 1], got {config.distill_alpha}")
+    if config.teacher_path is None:
+        _check(config.teacher_model_path is None, "--teacher_model_path needs --teacher_path")
+        return
+    _check(config.do_train, "--teacher_path needs --do_train: the teacher's logits are training targets")
+    head = get_head(config.head)
+    _check(head.postprocess_input == "logits",
+           f"--head {config.head} cannot be distilled with --teacher_path (its outputs are not start/end logits); "
+           "use --head basic or bilstm")
+    _check(config.backend == "torch",
+           f"--teacher_path (distillation) runs on --backend torch only, not --backend {config.backend}")
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -62,11 +62,18 @@ Schema ``squad-bench/results/v2`` (keys marked * may be null)::
                                       last one the evaluation stage's (with its ``checkpoint``).
                                       Optional; the best is still ``best_checkpoint``'s
     timing            {train_seconds*, eval_seconds, train_samples_per_second*,
-                       eval_samples_per_second, train_device_hours*}
+                       eval_samples_per_second, train_device_hours*, eval_questions_per_second}
+                      eval_questions_per_second (optional; records written before it lack it):
+                      questions evaluated / eval_seconds (one checkpoint's evaluation), a number > 0
+                      or null
     memory            {peak_bytes, kind}   kind: "cuda" (max allocated) or "rss"
     versions          {python, bench, <library>: version, ...}
     git_commit*       str
     hardware          {platform, cpu, cpu_count, accelerator*, accelerator_count}
+    distillation      (optional) {teacher, teacher_sha256, temperature, alpha}: the run trained with
+                      --teacher_path (bench.run.distill): the teacher folder or checkpoint as given,
+                      the sha256 of its weights, --distill_temperature (> 0) and --distill_alpha
+                      (in [0, 1]). Absent for runs without a teacher
 
 Schema ``squad-bench/results/v1`` records (written before the model and evaluation set were
 identified) are still read: they lack ``model.registry_match`` and ``data.eval_set`` and their
@@ -168,6 +175,10 @@ def validate_results(record: Any) -> list[str]:
         problems.append("field 'metrics.fixed' should be an object")
     problems += _token_accuracy_problems(record["metrics"])
     problems += _evaluations_problems(record["metrics"])
+    problems += _distillation_problems(record)
+    qps = record["timing"].get("eval_questions_per_second")
+    if qps is not None and (isinstance(qps, bool) or not isinstance(qps, (int, float)) or not qps > 0):
+        problems.append("field 'timing.eval_questions_per_second' should be a number > 0 or null")
     if record["schema"] == SCHEMA:
         problems += _v2_problems(record)
     return problems
@@ -185,6 +196,26 @@ def _evaluations_problems(metrics: dict) -> list[str]:
         if not isinstance(entry, dict) or not isinstance(entry.get("update"), int) or entry["update"] < 0 or any(
                 isinstance(entry.get(k), bool) or not isinstance(entry.get(k), (int, float)) for k in ("exact", "f1")):
             problems.append(f"field 'metrics.evaluations[{i}]' should be {{update: int >= 0, exact, f1: numbers}}")
+    return problems
+
+
+def _distillation_problems(record: dict) -> list[str]:
+    """The optional ``distillation`` block: absent, or {teacher: str, teacher_sha256: str,
+    temperature: number > 0, alpha: number in [0, 1]}."""
+    if "distillation" not in record:
+        return []
+    block = record["distillation"]
+    if not isinstance(block, dict):
+        return ["field 'distillation' should be an object"]
+    problems = [f"field 'distillation.{k}' should be a string" for k in ("teacher", "teacher_sha256")
+                if not isinstance(block.get(k), str)]
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not (number(block.get("temperature")) and block["temperature"] > 0):
+        problems.append("field 'distillation.temperature' should be a number > 0")
+    if not (number(block.get("alpha")) and 0.0 <= block["alpha"] <= 1.0):
+        problems.append("field 'distillation.alpha' should be a number in [0, 1]")
     return problems
 
 

@@ -82,12 +82,16 @@ def _run_stages(session: Session, config, output_dir: Path, stop_after: int | No
         logger.warning("--eval_interval %d needs --do_train and --do_eval: no evaluation during training", interval)
     if train_ds is not None:
         features = build_features(session, config, train_ds, loaded, params, is_training=True)
+        teacher = None
+        if getattr(config, "teacher_path", None):     # --teacher_path: its logits, computed once (bench.run.distill)
+            from bench.run.distill import teacher_logits
+            teacher = teacher_logits(session, config, train_ds, loaded, params, features)
         evaluate_now = None
         if dev_ds is not None and interval:
             eval_features = build_features(session, config, dev_ds, loaded, params, is_training=False)
             evaluate_now = interval_evaluator(session, config, loaded, dev_ds, eval_features, tracker, evaluations)
         train_info = train(session, config, loaded, features, output_dir, stop_after=stop_after, tracker=tracker,
-                           evaluate_now=evaluate_now)
+                           evaluate_now=evaluate_now, teacher=teacher)
         if stop_after is not None and train_info["updates"] < total_updates(config, len(features),
                                                                             session.world_size):
             return None    # interrupted on purpose (tests of --resume)
@@ -141,11 +145,15 @@ def warn_if_slow_on_cpu(config, session: Session, steps: TrainingSteps, features
 
 
 def train(session: Session, config, loaded: LoadedModel, features: Features, output_dir: Path,
-          stop_after: int | None = None, tracker=None, evaluate_now=None) -> dict:
+          stop_after: int | None = None, tracker=None, evaluate_now=None, teacher=None) -> dict:
     order = np.random.default_rng(config.pre_shuffle_seed).permutation(len(features))
     updates = total_updates(config, len(features), session.world_size)
     steps = session.training_steps(config, loaded, TrainingSetup(features, updates, warmup_updates(config, updates),
                                                                  output_dir))
+    if teacher is not None:
+        from bench.run.distill import formula_text
+        logger.info(formula_text(teacher.temperature, teacher.alpha))
+        steps.use_teacher(teacher)
     context = LoopContext(rank=session.rank, world_size=session.world_size, is_main=session.is_main,
                           ckpt_root=output_dir / "checkpoints",
                           log_path=output_dir / "train_log.jsonl" if session.is_main else None,

@@ -76,7 +76,7 @@ def build_record(*, config, model: dict, world_size: int, global_batch_size: int
                  metrics: dict, timing: dict, memory: dict, versions: dict, hardware: dict) -> dict:
     """Assemble a results.json record (validated when written by bench.core.results.write_results)."""
     hyperparameters = {name: getattr(config, name) for name in config.__dataclass_fields__}
-    return {
+    record = {
         "schema": SCHEMA,
         "run_id": f"{Path(config.output_dir).name}-{utc_now()}",
         "created": utc_now(),
@@ -97,6 +97,10 @@ def build_record(*, config, model: dict, world_size: int, global_batch_size: int
         "git_commit": git_commit(),
         "hardware": hardware,
     }
+    if getattr(config, "teacher_path", None) and config.do_train:     # trained with a teacher
+        from bench.run.distill import distillation_record
+        record["distillation"] = distillation_record(config)
+    return record
 
 
 def _tuned_as_official(tuned: dict | None) -> dict:
@@ -146,6 +150,10 @@ def _timing_record(train_info: dict, eval_info: dict | None, world_size: int) ->
             "train_samples_per_second": train_info.get("train_samples_per_second"),
             "train_tokens_per_second": train_info.get("train_tokens_per_second"),
             "eval_samples_per_second": eval_info["eval_samples_per_second"] if eval_info else None,
+            # questions evaluated (one prediction each) / one checkpoint's evaluation seconds
+            "eval_questions_per_second": (
+                round(len(eval_info["predictions"].predictions) / eval_info["eval_seconds"], 3)
+                if eval_info and eval_info.get("eval_seconds") else None),
             # accelerators (or processes) x training hours
             "train_device_hours": round(train_seconds * world_size / 3600, 6) if train_seconds is not None else None,
             "updates": train_info.get("updates"), "skipped_updates": train_info.get("skipped_updates"),

@@ -13,8 +13,12 @@ the reference CSVs (``bench.core.references``) and writes, into ``--out``:
   registry's checkpoint, ``model.registry_match``, on the whole official dev
   file, ``data.eval_set.is_official_dev``); every other run is under "Other
   models and evaluation sets", labelled with its model and set. Then
-  torch-vs-mxnet parity (per evaluation set), every published number, the
-  figures (comparable runs only), and the skipped run folders.
+  torch-vs-mxnet parity (per evaluation set), teacher -> student (only when a
+  run has a ``distillation`` block or a published number is distilled), every
+  published number, the figures (comparable runs only), and the skipped run
+  folders. Every run row shows ``model.num_parameters`` and, for a run without
+  an accelerator, ``timing.eval_questions_per_second``; published rows show
+  their parameter count and CPU questions/s where the source gives them.
 * ``results.csv``: every number of those tables, one per row.
 * ``*.png``: F1 per model with reference markers (one per version), and F1
   against training device-hours and against training throughput.

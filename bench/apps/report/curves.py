@@ -61,7 +61,8 @@ def has_curves(group: Group) -> bool:
 def curve_name(group: Group) -> str:
     """``curves/<model>_<version>_<backend>_<head>_<dtype>_<set>.png``: stable for the same configuration."""
     model = "".join(c if c.isalnum() or c in "-." else "_" for c in Path(group.model).name)[:60]
-    digest = hashlib.sha256(f"{group.model}|{group.eval_key}".encode()).hexdigest()[:8]
+    digest = hashlib.sha256((f"{group.model}|{group.eval_key}" + (f"|{group.teacher}" if group.teacher else "")
+                             ).encode()).hexdigest()[:8]
     return f"{CURVES_DIR}/{model}_squad{group.version}_{'_'.join(group.variant)}_{digest}.png"
 
 

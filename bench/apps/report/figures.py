@@ -35,11 +35,11 @@ def _save_png(figure, path: Path) -> None:
 def _draw_our_bars(ax, version: str, groups: list[Group], models: list[str]) -> list[float]:
     """One bar per configuration (fixed-threshold F1 median, std as error bar); tuned F1 as a ring."""
     version_groups = [g for g in groups if g.version == version]
-    variants = list(dict.fromkeys(g.variant for g in version_groups))   # already in report order
+    variants = list(dict.fromkeys(g.variant_text for g in version_groups))   # already in report order
     width = 0.8 / max(1, len(variants))
     drawn = []
     for group in version_groups:
-        i, stats = variants.index(group.variant), group.fixed("f1")
+        i, stats = variants.index(group.variant_text), group.fixed("f1")
         if stats is None or group.model not in models:
             continue
         x = models.index(group.model) - 0.4 + width * (i + 0.5)

@@ -14,7 +14,8 @@ from bench.apps.report.curves import curves_section, write_curves
 from bench.apps.report.figures import FIGURES, write_figures
 from bench.apps.report.ledger import Ledger, citation_labels, escape
 from bench.apps.report.runs import VERSIONS, Group, Run, Skipped, collect_runs, group_runs
-from bench.apps.report.tables import main_section, other_section, parity_section, references_section
+from bench.apps.report.tables import (distillation_section, main_section, other_section, parity_section,
+                                      references_section)
 from bench.core.io_utils import atomic_path
 from bench.core.references import DEFAULT_REFERENCE_DIR, Reference, load_references
 
@@ -67,6 +68,7 @@ def build_report(runs: list[Run], skipped: list[Skipped], references: list[Refer
         lines += main_section(ledger, version, groups, references)
     lines += other_section(ledger, groups)
     lines += parity_section(ledger, groups)
+    lines += distillation_section(ledger, groups, references)
     lines += references_section(ledger, references)
     lines += _figures_section()
     lines += curves_section(groups)

@@ -9,6 +9,11 @@ A run is *comparable* with the published numbers only when its model is the regi
 full (``data.eval_set.is_official_dev``); schema v1 records are read through
 ``bench.core.results.model_identity`` / ``evaluation_set``. Every other run keeps its own rows,
 labelled with its model and evaluation set, and its reasons (``Run.not_compared``).
+
+A run trained with a teacher (results.json ``distillation``) is its own configuration: its group
+carries the teacher as given (``Group.teacher``), so it never mixes with plain runs of the model.
+Model size is ``model.num_parameters``; CPU speed is ``timing.eval_questions_per_second`` of a
+run whose ``hardware`` has no accelerator (``Run.cpu_questions_per_second``).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from bench.core.results import (ResultsError, evaluation_set, find_results, load
                                 official_dev_name)
 
 __all__ = ["BACKENDS", "VERSIONS", "Group", "Run", "Skipped", "Stats", "collect_runs", "group_runs", "model_order",
-           "summarize"]
+           "summarize", "parameters_text"]
 
 VERSIONS = ("2.0", "1.1")   # the recipes target 2.0, so it comes first
 BACKENDS = ("torch", "mxnet")
@@ -116,8 +121,30 @@ class Run:
         return (self.record["backend"], self.record["head"], self.record["dtype"])
 
     @property
+    def teacher(self) -> str:
+        """The teacher as given (results.json ``distillation.teacher``); "" for a run without one."""
+        block = self.record.get("distillation")
+        return str(block.get("teacher") or "") if isinstance(block, dict) else ""
+
+    @property
+    def num_parameters(self) -> int | None:
+        value = self.record["model"].get("num_parameters")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    @property
+    def on_cpu(self) -> bool:
+        """No accelerator in ``hardware``: the evaluation ran on the CPU."""
+        hardware = self.record["hardware"]
+        return not hardware.get("accelerator") and not hardware.get("accelerator_count")
+
+    @property
+    def cpu_questions_per_second(self) -> float | None:
+        """``timing.eval_questions_per_second`` of a run on the CPU; None on an accelerator or when absent."""
+        return self.timing("eval_questions_per_second") if self.on_cpu else None
+
+    @property
     def group_key(self) -> tuple:
-        return (self.model, self.version, self.eval_key) + self.variant
+        return (self.model, self.version, self.eval_key) + self.variant + (self.teacher,)
 
     @property
     def seed(self) -> int:
@@ -144,6 +171,11 @@ class Skipped:
     path: Path
     reason: str
     replaced_by: Path | None = None   # the newer run of the same configuration and seed
+
+
+def parameters_text(value) -> str:
+    """A parameter count as a table shows it: 108.9M."""
+    return _count(value)
 
 
 def _count(value) -> str:
@@ -222,11 +254,28 @@ class Group:
     version: str
     eval_key: str
     variant: tuple[str, str, str]
+    teacher: str = ""      # distillation.teacher as given; "" for runs without a teacher
     runs: list[Run] = field(default_factory=list)
 
     @property
     def variant_text(self) -> str:
-        return " · ".join(self.variant)
+        return " · ".join(self.variant) + (f" · distilled from {self.teacher}" if self.teacher else "")
+
+    @property
+    def variant_key(self) -> str:
+        """The configuration in results.csv's ``variant`` column."""
+        return "/".join(self.variant) + (f"/distilled:{self.teacher}" if self.teacher else "")
+
+    @property
+    def num_parameters(self) -> int | None:
+        return self.runs[0].num_parameters
+
+    @property
+    def parameters_text(self) -> str:
+        return _count(self.num_parameters) if self.num_parameters is not None else "—"
+
+    def cpu_questions_per_second(self) -> Stats | None:
+        return summarize(r.cpu_questions_per_second for r in self.runs)
 
     @property
     def model_text(self) -> str:
@@ -262,7 +311,8 @@ class Group:
 def group_runs(runs: list[Run]) -> list[Group]:
     groups: dict[tuple, Group] = {}
     for run in runs:
-        group = groups.setdefault(run.group_key, Group(run.model, run.version, run.eval_key, run.variant))
+        group = groups.setdefault(run.group_key, Group(run.model, run.version, run.eval_key, run.variant,
+                                                       run.teacher))
         group.runs.append(run)
     for group in groups.values():
         group.runs.sort(key=lambda r: (r.seed, str(r.path)))
@@ -270,9 +320,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
 
 
 def _group_order(key: tuple) -> tuple:
-    model, version, eval_key, backend, head, dtype = key
+    model, version, eval_key, backend, head, dtype, teacher = key
     return (model_order(model), version, eval_key,
-            BACKENDS.index(backend) if backend in BACKENDS else len(BACKENDS), backend, head, dtype)
+            BACKENDS.index(backend) if backend in BACKENDS else len(BACKENDS), backend, head, dtype, teacher)
 
 
 def model_order(name: str) -> tuple:

@@ -105,10 +105,16 @@ class BasicHead(nn.Module):
         return self.span_scores(self.dropout(self.features(hidden, valid_length))).float()
 
     def loss(self, hidden, candidate_mask, starts, ends, is_impossible, valid_length=None) -> torch.Tensor:
+        return self.loss_and_scores(hidden, candidate_mask, starts, ends, is_impossible, valid_length)[0]
+
+    def loss_and_scores(self, hidden, candidate_mask, starts, ends, is_impossible,
+                        valid_length=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-window loss (B,) and the raw (B, L, 2) start/end scores it was computed from (one
+        dropout draw for both: distillation, bench.backends.torch.modeling, reads the scores)."""
         scores = self.scores(hidden, valid_length)
         start_lp = masked_log_softmax(scores[..., 0], candidate_mask)
         end_lp = masked_log_softmax(scores[..., 1], candidate_mask)
-        return 0.5 * (self.position_loss(start_lp, starts) + self.position_loss(end_lp, ends))
+        return 0.5 * (self.position_loss(start_lp, starts) + self.position_loss(end_lp, ends)), scores
 
     def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int, valid_length=None) -> dict:
         # Raw scores (not log-softmax) as BERT's postprocessing expects: null = start[0] + end[0].

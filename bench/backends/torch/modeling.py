@@ -19,13 +19,14 @@ from torch import nn
 
 from bench.backends.torch.cpu_training import (CPU_ATTENTION_REGISTERED, CPU_TRAINING_ATTENTION,
                                                attention_implementation, use_fast_dropout)
+from bench.backends.torch.heads import masked_log_softmax
 from bench.backends.torch.hf_backbone import load_backbone_weights, load_trained_qa_head
 from bench.core.families import get_family
 from bench.core.heads import get_head
 from bench.run.model_source import ModelFolder, ModelSourceError, load_tokenizer, resolve_model_folder
 from bench.run.registry import load_implementation
 
-__all__ = ["ModelSourceError", "QAModel", "resolve_model_source", "load_tokenizer", "build_qa_model",
+__all__ = ["ModelSourceError", "QAModel", "distillation_kl", "resolve_model_source", "load_tokenizer", "build_qa_model",
            "load_backbone", "quantize_dynamic_int8", "inference_model"]
 
 # The backends share one resolver (bench.run.model_source); this is its name in this module's API.
@@ -96,11 +97,14 @@ class QAModel(nn.Module):
                 and getattr(self.backbone.config, "_attn_implementation", None) == "sdpa")
 
     def forward(self, input_ids, attention_mask, token_type_ids=None, candidate_mask=None,
-                start_positions=None, end_positions=None, is_impossible=None) -> dict:
+                start_positions=None, end_positions=None, is_impossible=None, teacher_start_logits=None,
+                teacher_end_logits=None, distill_temperature: float = 2.0, distill_alpha: float = 0.5) -> dict:
         """Training: {"loss": (B,) float32 per-window loss}; the caller averages over the global batch.
 
         Windows marked ``is_impossible`` are labelled with CLS (index 0) for start and end.
         ``candidate_mask`` (True for CLS and context tokens) defaults to ``attention_mask``.
+        With the teacher's logits (B, L) (--teacher_path, bench.run.distill; a head whose outputs are
+        start/end logits): (1 - a) * loss + a * T^2 * (KL_start + KL_end) / 2 (``distillation_kl``).
         """
         if start_positions is None or end_positions is None:
             raise ValueError("QAModel.forward needs start_positions and end_positions; use predict() "
@@ -115,7 +119,13 @@ class QAModel(nn.Module):
             starts, ends = starts.masked_fill(impossible, 0), ends.masked_fill(impossible, 0)
         else:
             impossible = torch.zeros_like(starts, dtype=torch.bool)
-        return {"loss": self.head.loss(hidden, mask, starts, ends, impossible, **self._lengths(attention_mask))}
+        if teacher_start_logits is None:
+            return {"loss": self.head.loss(hidden, mask, starts, ends, impossible, **self._lengths(attention_mask))}
+        loss, scores = self.head.loss_and_scores(hidden, mask, starts, ends, impossible,
+                                                 **self._lengths(attention_mask))
+        kl = 0.5 * (distillation_kl(scores[..., 0], teacher_start_logits, mask, distill_temperature)
+                    + distillation_kl(scores[..., 1], teacher_end_logits, mask, distill_temperature))
+        return {"loss": (1.0 - distill_alpha) * loss + distill_alpha * distill_temperature ** 2 * kl}
 
     @torch.no_grad()
     def predict(self, input_ids, attention_mask, token_type_ids=None, candidate_mask=None, *,
@@ -132,6 +142,16 @@ class QAModel(nn.Module):
         """``valid_length`` (B,) for a head whose registry entry asks for it (batches are right-padded);
         nothing for the others, whose ``loss``/``predict`` keep the five/four-argument signature."""
         return {"valid_length": attention_mask.long().sum(1)} if self.head_spec.needs_valid_length else {}
+
+
+def distillation_kl(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
+                    temperature: float) -> torch.Tensor:
+    """KL(softmax(teacher / T) || softmax(student / T)) per window (B,), over the candidate positions
+    ``mask`` (B, L) only, in float32."""
+    student_lp = masked_log_softmax(student.float() / temperature, mask)
+    teacher_lp = masked_log_softmax(teacher.float() / temperature, mask)
+    terms = teacher_lp.exp() * (teacher_lp - student_lp)
+    return terms.masked_fill(~mask, 0.0).sum(-1)
 
 
 def _candidates(candidate_mask, attention_mask) -> torch.Tensor:

@@ -24,6 +24,7 @@ __all__ = ["TorchSteps", "TRAIN_INPUTS", "load_for_eval"]
 
 LABELS = ("start_positions", "end_positions", "is_impossible")
 TRAIN_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "candidate_mask") + LABELS
+TEACHER_INPUTS = ("teacher_start_logits", "teacher_end_logits")      # --teacher_path (bench.run.distill)
 
 
 class TorchSteps:
@@ -42,6 +43,15 @@ class TorchSteps:
         self.train_model = comm.wrap_model(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.round_to = default_round_to(config.round_to, self.device)
+        self.teacher = None
+
+    def use_teacher(self, teacher) -> None:
+        """Distil from ``teacher`` (bench.run.distill.TeacherLogits): its logits join every batch as data."""
+        if not hasattr(self.model.head, "loss_and_scores"):
+            from bench.core.flags import ConfigError
+            raise ConfigError(f"--head {self.config.head} cannot be distilled with --teacher_path: its torch class "
+                              f"has no loss_and_scores(...) returning its start/end scores (see BasicHead)")
+        self.teacher = teacher
 
     def begin(self) -> None:
         self.comm.broadcast_initial_state(self.model, self.optimizer)
@@ -55,6 +65,10 @@ class TorchSteps:
         for j, indices in enumerate(micro_batches):
             arrays = batch_arrays(self.features, indices, pad_id=self.pad_id, round_to=self.round_to)
             inputs = to_device(arrays, self.device, names=TRAIN_INPUTS)
+            if self.teacher is not None:
+                teacher = self.teacher.batch(indices, arrays["input_ids"].shape[1])
+                inputs.update(to_device(teacher, self.device, names=TEACHER_INPUTS),
+                              distill_temperature=self.teacher.temperature, distill_alpha=self.teacher.alpha)
             is_last = j == len(micro_batches) - 1
             with self.comm.no_sync(self.train_model, is_last), self.autocast_factory():
                 per_window = self.train_model(**inputs)["loss"]
