@@ -19,31 +19,17 @@ pytest.importorskip("transformers")
 
 from bench.apps.cli import main as squad_bench  # noqa: E402
 from bench.apps.run import main as run_squad  # noqa: E402
-from bench.core.assets import minilm_model_dir  # noqa: E402
 from bench.core.flags import ConfigError, RunConfig, validate  # noqa: E402
 from bench.core.results import load_results, validate_results  # noqa: E402
 from tests.test_run_squad import base_args  # noqa: E402
-from tests.tiny_models import WORDPIECE_FILES, tiny_config  # noqa: E402
+from tests.tiny_models import WORDPIECE_FILES, save_tiny_qa_folder  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _save_teacher(out: Path, seed: int = 5, layers: int = 2) -> Path:
     """A tiny random BertForQuestionAnswering saved by transformers, with the WordPiece tokenizer."""
-    from transformers import AutoModelForQuestionAnswering
-
-    out.mkdir(parents=True, exist_ok=True)
-    config = tiny_config("bert", dropout=0.0)
-    config.num_hidden_layers = layers
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForQuestionAnswering.from_config(config)
-        with torch.no_grad():
-            model.qa_outputs.bias.copy_(torch.tensor([0.5, -0.25]))
-    model.save_pretrained(str(out), safe_serialization=True)
-    for name in WORDPIECE_FILES:
-        shutil.copyfile(minilm_model_dir() / name, out / name)
-    return out
+    return save_tiny_qa_folder("bert", out, seed=seed, num_hidden_layers=layers)
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from bench.core.assets import minilm_model_dir  # noqa: E402
 from bench.core.data import load_squad  # noqa: E402
 from bench.core.features import batch_arrays, build_features  # noqa: E402
 from bench.core.results import load_results  # noqa: E402
 from bench.run.model_source import ModelSourceError, resolve_model_folder  # noqa: E402
 from bench.run.pipeline import feature_params  # noqa: E402
-from tests.tiny_models import WORDPIECE_FILES, tiny_config  # noqa: E402
+from tests.tiny_models import save_tiny_qa_folder  # noqa: E402
 
 FAMILIES = ("bert", "distilbert")
 MODEL_NAMES = {"bert": "google_en_uncased_bert_base", "distilbert": "distilbert_base_uncased"}
@@ -31,18 +30,7 @@ MODEL_NAMES = {"bert": "google_en_uncased_bert_base", "distilbert": "distilbert_
 
 def _save_qa_folder(family: str, out: Path, seed: int = 3) -> Path:
     """A tiny random ``<Family>ForQuestionAnswering`` saved by transformers, with the WordPiece tokenizer."""
-    from transformers import AutoModelForQuestionAnswering
-
-    out.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForQuestionAnswering.from_config(tiny_config(family, dropout=0.0))
-        with torch.no_grad():   # a visible trained head: not the zero bias of a fresh Linear
-            model.qa_outputs.bias.copy_(torch.tensor([0.5, -0.25]))
-    model.save_pretrained(str(out), safe_serialization=True)
-    for name in WORDPIECE_FILES:
-        shutil.copyfile(minilm_model_dir() / name, out / name)
-    return out
+    return save_tiny_qa_folder(family, out, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -105,6 +105,28 @@ def _save_random_model(config, out_dir: Path, seed: int) -> None:
     model.save_pretrained(str(out_dir))
 
 
+def save_tiny_qa_folder(family: str, out: Path, *, seed: int, num_hidden_layers: int | None = None) -> Path:
+    """A tiny random ``<Family>ForQuestionAnswering`` saved by transformers itself (safetensors), with the
+    WordPiece tokenizer: what a published fine-tuned QA folder looks like. The qa_outputs bias is set to a
+    visible value, not the zero bias of a fresh Linear, so a test can tell the trained head was loaded."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = tiny_config(family, dropout=0.0)
+    if num_hidden_layers is not None:
+        config.num_hidden_layers = num_hidden_layers
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForQuestionAnswering.from_config(config)
+        with torch.no_grad():
+            model.qa_outputs.bias.copy_(torch.tensor([0.5, -0.25]))
+    model.save_pretrained(str(out), safe_serialization=True)
+    for name in WORDPIECE_FILES:
+        shutil.copyfile(minilm_model_dir() / name, out / name)
+    return out
+
+
 def encode_qa_batch(tokenizer, questions: list[str], contexts: list[str], pad_to: int | None = None) -> dict:
     """Question/context pairs -> torch tensors as the trainer feeds them (token types all 0 if absent).
 

@@ -31,7 +31,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from bench.core.io_utils import read_json_file, sha256_file
 from bench.core.errors import BenchError

@@ -144,8 +144,8 @@ def evaluate(dataset: SquadDataset, predictions: dict[str, str], na_probs: dict 
     if not dataset.examples:
         raise ValueError(f"{dataset.path}: no questions to score")
     if math.isnan(na_prob_thresh):
-        raise ScoringInputError(f"na_prob_thresh is NaN: it should be a number (float('inf'): no question "
-                                f"is answered empty by threshold)")
+        raise ScoringInputError("na_prob_thresh is NaN: it should be a number (float('inf'): no question "
+                                "is answered empty by threshold)")
     _check_prediction_types(predictions)
     exact, f1, missing = raw_scores(dataset, predictions)
     _warn_missing(missing, len(dataset.examples))

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from bench.apps.report.ledger import DASH, Ledger, escape, markdown_link
-from bench.apps.report.runs import BACKENDS, VERSIONS, Group, model_order, parameters_text
+from bench.apps.report.runs import BACKENDS, VERSIONS, Group, model_order
 from bench.core.results import official_dev_name
 from bench.core.presets import PRESETS
 from bench.core.references import (ORIGINAL_SOURCES, SCORE_METRICS, SOURCES, Reference, find_reference,

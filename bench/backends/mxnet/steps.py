@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.run.backend import TrainingSetup, UpdateResult
 from bench.run.checkpoints import MODEL_FILE, TrainPosition
-from bench.core.features import Features, batch_arrays
+from bench.core.features import batch_arrays
 from bench.backends.mxnet.checkpoint import (check_resumable, load_model_weights, numpy_rng_state,
                                             read_trainer_state, restore_numpy_rng, save_checkpoint)
 from bench.backends.mxnet.compat import import_mxnet
