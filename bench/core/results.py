@@ -69,7 +69,8 @@ Schema ``squad-bench/results/v2`` (keys marked * may be null)::
     memory            {peak_bytes, kind}   kind: "cuda" (max allocated) or "rss"
     versions          {python, bench, <library>: version, ...}
     git_commit*       str
-    hardware          {platform, cpu, cpu_count, accelerator*, accelerator_count}
+    hardware          {platform, cpu: {model, avx2, avx512, avx512_bf16, amx, native_bf16, cores...}
+                      (bench.run.cpu), cpu_count, accelerator*, accelerator_count}
     distillation      (optional) {teacher, teacher_sha256, temperature, alpha}: the run trained with
                       --teacher_path (bench.run.distill): the teacher folder or checkpoint as given,
                       the sha256 of its weights, --distill_temperature (> 0) and --distill_alpha
@@ -177,11 +178,16 @@ def validate_results(record: Any) -> list[str]:
     problems += _evaluations_problems(record["metrics"])
     problems += _distillation_problems(record)
     qps = record["timing"].get("eval_questions_per_second")
-    if qps is not None and (isinstance(qps, bool) or not isinstance(qps, (int, float)) or not qps > 0):
+    if qps is not None and not (_is_number(qps) and qps > 0):
         problems.append("field 'timing.eval_questions_per_second' should be a number > 0 or null")
     if record["schema"] == SCHEMA:
         problems += _v2_problems(record)
     return problems
+
+
+def _is_number(value) -> bool:
+    """An int or float, not a bool (JSON true/false load as bools, which are ints in Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _evaluations_problems(metrics: dict) -> list[str]:
@@ -193,8 +199,8 @@ def _evaluations_problems(metrics: dict) -> list[str]:
         return ["field 'metrics.evaluations' should be a list"]
     problems = []
     for i, entry in enumerate(evaluations):
-        if not isinstance(entry, dict) or not isinstance(entry.get("update"), int) or entry["update"] < 0 or any(
-                isinstance(entry.get(k), bool) or not isinstance(entry.get(k), (int, float)) for k in ("exact", "f1")):
+        if not isinstance(entry, dict) or not isinstance(entry.get("update"), int) or entry["update"] < 0 or not all(
+                _is_number(entry.get(k)) for k in ("exact", "f1")):
             problems.append(f"field 'metrics.evaluations[{i}]' should be {{update: int >= 0, exact, f1: numbers}}")
     return problems
 
@@ -209,12 +215,9 @@ def _distillation_problems(record: dict) -> list[str]:
         return ["field 'distillation' should be an object"]
     problems = [f"field 'distillation.{k}' should be a string" for k in ("teacher", "teacher_sha256")
                 if not isinstance(block.get(k), str)]
-    def number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    if not (number(block.get("temperature")) and block["temperature"] > 0):
+    if not (_is_number(block.get("temperature")) and block["temperature"] > 0):
         problems.append("field 'distillation.temperature' should be a number > 0")
-    if not (number(block.get("alpha")) and 0.0 <= block["alpha"] <= 1.0):
+    if not (_is_number(block.get("alpha")) and 0.0 <= block["alpha"] <= 1.0):
         problems.append("field 'distillation.alpha' should be a number in [0, 1]")
     return problems
 
@@ -229,7 +232,7 @@ def _token_accuracy_problems(metrics: dict) -> list[str]:
     problems = []
     for sub in ("start", "end", "joint"):
         value = accuracy.get(sub)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        if not (_is_number(value) and 0.0 <= value <= 1.0):
             problems.append(f"field 'metrics.token_accuracy.{sub}' should be a number in [0, 1]")
     windows = accuracy.get("windows")
     if isinstance(windows, bool) or not isinstance(windows, int) or windows < 0:

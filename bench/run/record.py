@@ -44,17 +44,6 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def hardware_info(accelerator: str | None, accelerator_count: int) -> dict:
     """The machine; ``cpu`` is ``bench.run.cpu.CpuAbilities.as_record()`` (model, AVX2/AVX-512/
     AVX-512 BF16/AMX flags, native_bf16, cores available to the process)."""
