@@ -26,7 +26,6 @@ import gzip
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,8 +34,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.apps.demo import DEMO_FLAGS  # noqa: E402  (the recipe, as the demo runs it)
 from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir, shared_squad_dir  # noqa: E402
+from benchmarks import cli_runs  # noqa: E402
 
 SMOKE_LIMITS = {"max_train_samples": 24, "max_eval_samples": 12, "num_train_steps": 2}
+
+
+def _run(flags: dict) -> dict:
+    return cli_runs.run(flags, benchmark="distill")
 
 
 def parse_args(argv=None):
@@ -55,31 +59,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def squad_bench(*argv: str) -> None:
-    """One ``python -m bench.cli`` command; a failure stops the benchmark with its exit status."""
-    command = [sys.executable, "-m", "bench.cli", *argv]
-    print("+", " ".join(command), flush=True)
-    status = subprocess.run(command, cwd=Path(__file__).resolve().parent.parent, check=False).returncode
-    if status:
-        raise SystemExit(f"distill benchmark: {' '.join(argv[:1])} failed with exit status {status}")
 
-
-def flags_argv(flags: dict) -> list[str]:
-    argv = []
-    for key, value in flags.items():
-        if value is True:
-            argv.append(f"--{key}")
-        elif value is not None and value is not False:
-            argv += [f"--{key}", str(value)]
-    return argv
-
-
-def run(flags: dict) -> dict:
-    """One run of the run script; its results.json (reused when the folder already holds a finished run)."""
-    results = Path(flags["output_dir"]) / "results.json"
-    if not results.is_file():
-        squad_bench("run", *flags_argv({**flags, "overwrite_output_dir": True}))
-    return json.loads(results.read_text(encoding="utf-8"))
 
 
 def scores(record: dict) -> dict:
@@ -127,8 +107,8 @@ def speed(name: str, model_dir: Path, checkpoint: Path, dev: Path, out: Path, qu
              "max_seq_length": DEMO_FLAGS["max_seq_length"], "doc_stride": DEMO_FLAGS["doc_stride"],
              "stride_mode": DEMO_FLAGS["stride_mode"], "max_query_length": DEMO_FLAGS["max_query_length"],
              "cache_dir": str(cache)}
-    run({**flags, "output_dir": str(out / f"{name}_warmup")})          # builds and caches the features
-    record = run({**flags, "output_dir": str(out / name)})
+    _run({**flags, "output_dir": str(out / f"{name}_warmup")})          # builds and caches the features
+    record = _run({**flags, "output_dir": str(out / name)})
     seconds = float(record["timing"]["eval_seconds"])
     per_second = record["timing"].get("eval_questions_per_second") or questions / max(seconds, 1e-9)
     return {"questions": questions, "eval_seconds": round(seconds, 2), "questions_per_second": round(per_second, 2),
@@ -157,23 +137,24 @@ def main(argv=None) -> int:
 
     # 1. the teacher: MiniLM-L6 by the demo's recipe
     teacher_run = out / "teacher"
-    teacher = run({**recipe, "model_path": str(minilm), "output_dir": str(teacher_run)})
+    teacher = _run({**recipe, "model_path": str(minilm), "output_dir": str(teacher_run)})
     teacher_ckpt = newest_checkpoint(teacher_run)
 
     # 2. the student's starting point: 3 of the pretrained MiniLM's layers
     student_dir = out / f"student_layers_{args.layers.replace(',', '_')}"
     if not student_dir.is_dir():
-        squad_bench("make-student", "--from", str(minilm), "--layers", args.layers, "--out", str(student_dir))
+        cli_runs.squad_bench("make-student", "--from", str(minilm), "--layers", args.layers,
+                             "--out", str(student_dir), benchmark="distill")
 
     # 3. the student with and without distillation: same data, recipe and seeds
     per_seed: dict[str, list[dict]] = {"fine-tuned": [], "distilled": []}
     distilled_runs = []
     for seed in seeds:
         base = {**recipe, "model_path": str(student_dir), "seed": seed}
-        plain = run({**base, "output_dir": str(out / f"plain_seed{seed}")})
+        plain = _run({**base, "output_dir": str(out / f"plain_seed{seed}")})
         per_seed["fine-tuned"].append({"seed": seed, **scores(plain)})
         distilled = out / f"distilled_seed{seed}"
-        record = run({**base, "output_dir": str(distilled), "teacher_path": str(teacher_ckpt),
+        record = _run({**base, "output_dir": str(distilled), "teacher_path": str(teacher_ckpt),
                       "teacher_model_path": str(minilm), "distill_temperature": args.distill_temperature,
                       "distill_alpha": args.distill_alpha})
         per_seed["distilled"].append({"seed": seed, **scores(record), "distillation": record.get("distillation")})

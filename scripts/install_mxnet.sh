@@ -20,7 +20,8 @@
 #
 # One environment for both backends: `--backend torch` and `--backend mxnet` run from the same Python,
 # and the tests compare them in one process. The mxnet wheel is CPU-only (no CUDA build of 1.9.1 is
-# installed here); the MXNet backend is single-process (docs/mxnet.md).
+# installed here). Several MXNet processes need Horovod built for MXNet: run scripts/install_horovod.sh
+# after this script (docs/mxnet.md#several-processes-horovod).
 #
 # Idempotent: exits at once when numpy < 2, mxnet 1.9.1 and gluonnlp 0.10.0 already import together.
 # Fails loudly (non-zero, with the reason) on every error.

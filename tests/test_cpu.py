@@ -153,7 +153,7 @@ def test_demo_says_why_it_chose_float32(fake_cpu, monkeypatch, caplog, minilm_di
     caplog.set_level(logging.INFO, logger="bench.apps.demo")
     assert demo.main(["--output_dir", str(tmp_path)]) == 3
     assert stop.configs[-1].dtype == "float32"
-    lines = [r.getMessage() for r in caplog.records if r.name == "bench.apps.demo"]
+    lines = _demo_lines(caplog)
     assert len(lines) == 1
     assert lines[0].startswith("dtype float32: this CPU (AMD EPYC 7B12) has no native bfloat16 (no AVX-512 BF16/AMX)")
     assert "about 24x slower than float32 in training, measured on an AVX2-only AMD EPYC" in lines[0]
@@ -162,10 +162,43 @@ def test_demo_says_why_it_chose_float32(fake_cpu, monkeypatch, caplog, minilm_di
     fake_cpu(XEON_AMX)
     assert demo.main(["--output_dir", str(tmp_path)]) == 3
     assert stop.configs[-1].dtype == "bfloat16"
-    assert not [r for r in caplog.records if r.name == "bench.apps.demo"]
+    assert not _demo_lines(caplog)
     fake_cpu(EPYC_AVX2)
     assert demo.main(["--output_dir", str(tmp_path), "--dtype", "float32"]) == 3   # asked for: nothing to explain
-    assert not [r for r in caplog.records if r.name == "bench.apps.demo"]
+    assert not _demo_lines(caplog)
+
+
+def _demo_lines(caplog) -> list[str]:
+    """The demo's log lines other than the recipe it prints every time."""
+    return [r.getMessage() for r in caplog.records if r.name == "bench.apps.demo"
+            and not r.getMessage().startswith("recipe: ")]
+
+
+def test_demo_picks_its_recipe_by_the_cpus_bf16_and_prints_it(fake_cpu, monkeypatch, caplog, minilm_dir, squad_dir,
+                                                               tmp_path):
+    """float32 on a CPU does half the arithmetic per second: one epoch over the answer windows; bfloat16 keeps
+    1.5 epochs over every window. Explicit --epochs/--lr win over either recipe."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    stop = _StopBackend()
+    monkeypatch.setattr(demo, "get_backend", lambda name: stop)
+    caplog.set_level(logging.INFO, logger="bench.apps.demo")
+    chosen = {}
+    for name, text in (("avx2", EPYC_AVX2), ("amx", XEON_AMX)):
+        fake_cpu(text)
+        caplog.clear()
+        assert demo.main(["--output_dir", str(tmp_path)]) == 3
+        config = stop.configs[-1]
+        (recipe,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recipe: ")]
+        chosen[name] = (config.dtype, config.epochs, config.answer_windows_only, config.lr, recipe)
+    assert chosen["avx2"] == ("float32", 1.0, True, 3e-4,
+                              "recipe: float32 CPU (1 epoch over the answer windows, lr 3e-4)")
+    assert chosen["amx"] == ("bfloat16", 1.5, False, 2e-4, "recipe: bfloat16 (1.5 epochs, every window)")
+    fake_cpu(XEON_AMX)                      # an explicit float32 on a bf16 CPU gets the float32 recipe
+    assert demo.main(["--output_dir", str(tmp_path), "--dtype", "float32", "--epochs", "2", "--lr", "1e-4"]) == 3
+    config = stop.configs[-1]
+    assert (config.dtype, config.epochs, config.answer_windows_only, config.lr) == ("float32", 2.0, True, 1e-4)
 
 
 def test_emulated_bf16_warning_is_given_once_and_only_where_it_applies(fake_cpu, caplog):

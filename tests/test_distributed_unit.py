@@ -215,7 +215,7 @@ def test_local_comm_is_the_identity():
 
 
 def test_gather_concatenates_variable_lengths_and_checks_keys():
-    from bench.backends.torch.dist import _concat_by_rank
+    from bench.run.distributed import concat_by_rank as _concat_by_rank
     out = _concat_by_rank([{"a": np.zeros((2, 3))}, {"a": np.ones((1, 3))}])
     assert out["a"].shape == (3, 3) and out["a"][2].tolist() == [1, 1, 1]
     with pytest.raises(ValueError, match="rank 1 gathered"):
@@ -223,7 +223,7 @@ def test_gather_concatenates_variable_lengths_and_checks_keys():
 
 
 def test_failfast_reraises_in_a_plain_process(monkeypatch):
-    from bench.backends.torch.dist import LAUNCHER_ENV, run_with_failfast
+    from bench.run.failfast import LAUNCHER_ENV, run_with_failfast
     for name in LAUNCHER_ENV:
         monkeypatch.delenv(name, raising=False)
 

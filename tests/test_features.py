@@ -550,3 +550,32 @@ def test_core_module_imports_no_framework():
     code = ("import sys, bench.core.features; "
             "bad = [m for m in ('torch', 'mxnet', 'transformers') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- --answer_windows_only
+
+def test_answer_windows_keep_answer_windows_and_every_window_of_unanswerable_questions(squad_dir, bert_tokenizer,
+                                                                                       caplog):
+    """--answer_windows_only (bench.run.pipeline.answer_windows) on real v2.0 data cut into short windows: the
+    windows of answerable questions that miss the answer go; answer windows and unanswerable questions stay."""
+    from bench.core.data import load_squad
+    from bench.run.pipeline import answer_windows
+
+    dataset = load_squad(squad_dir / TRAIN_FILE, for_training=True)
+    answerable_first = [e for e in dataset.examples if not e.is_impossible][:150]
+    dataset.examples = answerable_first + [e for e in dataset.examples if e.is_impossible][:150]
+    features = build_features(dataset.examples, bert_tokenizer, FeatureParams(max_seq_length=96, doc_stride=32,
+                                                                               max_query_length=32),
+                              is_training=True)
+    answerable = np.array([not e.is_impossible for e in dataset.examples])[features.example_index]
+    missing = features.is_impossible & answerable
+    assert missing.any() and (~answerable).any() and (~features.is_impossible).any()     # all three kinds present
+    caplog.set_level(logging.INFO, logger="bench.run.pipeline")
+    kept = answer_windows(features, dataset)
+    assert len(kept) == len(features) - int(missing.sum())
+    kept_answerable = np.array([not e.is_impossible for e in dataset.examples])[kept.example_index]
+    assert not (kept.is_impossible & kept_answerable).any()
+    assert (~answerable).sum() == int((kept.is_impossible).sum())          # every unanswerable window stays
+    first = int(np.flatnonzero(~missing)[0])
+    assert np.array_equal(kept.input_ids[kept.window(0)], features.input_ids[features.window(first)])
+    assert f"training on {len(kept)} of {len(features)} windows" in caplog.text

@@ -306,9 +306,11 @@ def test_offline_hub_failure_names_the_hub_id_and_model_path(monkeypatch, sample
 
 # ---------------------------------------------------------------------------------------- refusals
 @pytest.mark.parametrize("flags,message", [
-    (dict(comm_backend="horovod"), r"--comm_backend horovod: --backend mxnet trains in one process.*horovod\.mxnet"),
-    (dict(comm_backend="torchrun"), r"--comm_backend torchrun: --backend mxnet trains in one process"),
-    (dict(gpus="0,1"), r"--gpus 0,1 asks for several GPUs.*--backend torch for multi-GPU"),
+    (dict(comm_backend="horovod"), r"--comm_backend horovod but this process was not started by its launcher.*"
+                                   r"horovodrun -np N"),
+    (dict(comm_backend="torchrun"), r"--comm_backend torchrun: --backend mxnet runs several processes only under "
+                                    r"horovodrun.*cannot exchange MXNet gradients"),
+    (dict(gpus="0,1"), r"--gpus 0,1 asks for several GPUs: .*horovodrun -np N .*--backend mxnet"),
     (dict(dtype="float16", gpus="-1"), r"--dtype float16 with --backend mxnet needs a GPU"),
     (dict(dtype="bfloat16"), r"--dtype bfloat16 is not supported by --backend mxnet"),
 ])

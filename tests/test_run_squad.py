@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from bench.core.flags import flags_to_argv
 from bench.core.results import load_results
 from bench.apps.run import main as run_squad
 from tests.squad_samples import write_sample
@@ -28,13 +29,7 @@ def base_args(model_dir: Path, data: Path, out: Path, **flags) -> list[str]:
             "max_seq_length": 128, "doc_stride": 64, "max_query_length": 32, "lr": 1e-3, "epochs": 1,
             "log_interval": 1, "gpus": "-1", "cache_dir": str(out.parent / "cache")}
     args.update(flags)
-    argv = ["--do_train", "--do_eval"]
-    for key, value in args.items():
-        if value is True:
-            argv.append(f"--{key}")
-        elif value is not None and value is not False:
-            argv += [f"--{key}", str(value)]
-    return argv
+    return ["--do_train", "--do_eval", *flags_to_argv(args)]
 
 
 def read_weights(path: Path) -> dict[str, np.ndarray]:

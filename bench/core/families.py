@@ -54,6 +54,13 @@ class ModelFamily:
     # Positions are numbered from pad_token_id + 1 (RoBERTa's make_positions), so
     # max_position_embeddings - pad_token_id - 1 tokens fit a window (RoBERTa: 514 -> 512).
     positions_after_padding: bool = False
+    # Why layer-wise rules (--layerwise_decay, --untunable_depth) do not apply, for a family without a
+    # stack of layers (the recurrent baselines); "" for the layered families. With a reason, every
+    # non-embedding parameter is "layer 0" of a one-layer model and the flags are refused naming it.
+    no_layers: str = ""
+    # Trained from scratch on word input: no pretrained checkpoint; the run script builds the model
+    # folder (vocabulary, tokenizer, initial embeddings) from the training data (bench.run.word_model).
+    from_scratch: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "backends", dict(self.backends))
@@ -66,6 +73,8 @@ class ModelFamily:
         """
         if backbone_param_name.startswith(self.embedding_prefixes):
             return EMBEDDINGS_LAYER
+        if self.no_layers:
+            return 0
         match = re.match(self.layer_pattern, backbone_param_name)
         if match is None:
             raise ValueError(f"{self.name} backbone parameter {backbone_param_name!r} matches no layer rule "
@@ -74,9 +83,19 @@ class ModelFamily:
 
     def num_layers(self, hf_config) -> int:
         """Independently parameterised encoder layers, from config.json (a mapping or a transformers config)."""
+        if self.no_layers:
+            return 1
         if isinstance(hf_config, Mapping):
             return int(hf_config[self.num_layers_key])
         return int(getattr(hf_config, self.num_layers_key))
+
+    def refuse_layer_rules(self, layerwise_decay: float, untunable_depth: float) -> None:
+        """A family without layers refuses --layerwise_decay and --untunable_depth, saying why."""
+        from bench.core.flags import ConfigError
+
+        for flag, on in (("layerwise_decay", 0.0 < layerwise_decay < 1.0), ("untunable_depth", untunable_depth >= 0)):
+            if self.no_layers and on:
+                raise ConfigError(f"--{flag} does not apply to {self.display_name} ({self.name}): {self.no_layers}")
 
     def backend_module(self, backend: str) -> str:
         """The module that builds this family's encoder on ``backend``; a clear error if there is none."""
@@ -104,5 +123,18 @@ for _family in (
                 {"torch": _HF_TORCH, "mxnet": _GLUON}, num_layers_key="n_layers"),
     ModelFamily("mobilebert", "MobileBERT", "bert", ("embeddings.",), _LAYER,
                 {"torch": _HF_TORCH, "mxnet": "bench.backends.mxnet.mobilebert"}),
+):
+    register_family(_family)
+
+# The recurrent baselines (docs/recurrent-baselines.md): word embeddings + BiLSTMs, trained from scratch.
+_RECURRENT_TORCH = "bench.backends.torch.recurrent"
+_NO_LAYERS = ("its encoder is a few recurrent blocks of different kinds, not a stack of like layers, so "
+              "layer-wise decay and freezing the lowest layers have no meaning; freeze the word vectors with "
+              "--word_vectors (frozen unless --train_word_vectors)")
+for _family in (
+    ModelFamily("lstm_baseline", "LSTM baseline", "bert", ("embeddings.",), r"(?!)", {"torch": _RECURRENT_TORCH},
+                sdpa=False, no_layers=_NO_LAYERS, from_scratch=True),
+    ModelFamily("bidaf", "BiDAF", "bert", ("embeddings.",), r"(?!)", {"torch": _RECURRENT_TORCH},
+                sdpa=False, no_layers=_NO_LAYERS, from_scratch=True),
 ):
     register_family(_family)

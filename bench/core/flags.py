@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 from bench.core.errors import BenchError
+from bench.core.families import get_family
 from bench.core.heads import get_head
 from bench.core.losses import get_loss
 from bench.core.models import get_model_spec
 
 __all__ = ["Flag", "FLAGS", "FLAG_BY_NAME", "config_to_dict", "RunConfig", "ConfigError", "build_run_parser",
            "config_from_args",
-           "config_from_dict", "parse_adam_betas", "COMM_BACKENDS"]
+           "config_from_dict", "flags_to_argv", "parse_adam_betas", "COMM_BACKENDS"]
 
 COMM_BACKENDS = ("device", "horovod", "torchrun", "dist", "dist_sync_device")
+OPTIMIZERS = ("adamw", "adadelta")
+LR_SCHEDULES = ("linear", "constant")
 
 
 class ConfigError(BenchError, ValueError):
@@ -79,7 +83,9 @@ class RunConfig:
     eval_batch_size: int = _flag(16, 'evaluation windows per device per batch')
     num_accumulated: int = _flag(1, 'micro-batches accumulated per optimizer update')
     max_grad_norm: float = _flag(1.0, 'clip the global gradient norm to this value')
-    optimizer: str = _flag('adamw', 'optimizer', choices=('adamw',))
+    optimizer: str = _flag('adamw',
+        'optimizer: adamw, or adadelta (BiDAF\'s, with --lr 0.5; rho 0.95, eps 1e-6; torch backend)',
+        choices=OPTIMIZERS)
     adam_epsilon: float = _flag(1e-06, 'AdamW epsilon')
     adam_betas: str = _flag('(0.9, 0.999)', "AdamW betas, e.g. '(0.9, 0.999)'")
     lr: float = _flag(2e-05, 'peak learning rate')
@@ -141,6 +147,9 @@ class RunConfig:
     length_grouping: bool = _flag(False,
         'group training windows of similar length into batches (less padding; changes batch composition)',
         gluon=False)
+    answer_windows_only: bool = _flag(False,
+        'train only on the windows that hold their answer (an unanswerable v2.0 question keeps every window): '
+        'less arithmetic per epoch; the float32 demo recipe uses it', gluon=False)
     compile: bool = _flag(False,
         'compile the backbone with torch.compile (worth it on GPUs; slow to start)', gluon=False)
     report_to: str = _flag('none',
@@ -157,6 +166,24 @@ class RunConfig:
     distill_temperature: float = _flag(2.0, '--teacher_path: softmax temperature T (> 0)', gluon=False)
     distill_alpha: float = _flag(0.5,
         '--teacher_path: weight a of the distillation term, (1 - a) L_student + a T^2 KL (in [0, 1])', gluon=False)
+    lr_schedule: str = _flag('linear',
+        'learning-rate schedule after the warm-up: linear (decay to 0 at the last update) or constant',
+        gluon=False, choices=LR_SCHEDULES)
+    # recurrent baselines (--model_name lstm_baseline / bidaf; docs/recurrent-baselines.md)
+    word_vectors: str | None = _flag(None,
+        'recurrent baselines: word vectors to start from, GloVe/word2vec/fastText text format (.txt, .vec, '
+        'optionally .gz); words it lacks get its mean vector', gluon=False)
+    train_word_vectors: bool = _flag(False, 'recurrent baselines: tune the --word_vectors (frozen by default)',
+                                     gluon=False)
+    word_dim: int = _flag(100,
+        'recurrent baselines: word embedding size when trained from scratch (--word_vectors sets its own)',
+        gluon=False)
+    rnn_hidden_size: int = _flag(100, 'recurrent baselines: hidden size of each LSTM direction', gluon=False)
+    rnn_dropout: float = _flag(0.2, 'recurrent baselines: dropout between the recurrent blocks', gluon=False)
+    vocab_min_count: int = _flag(1,
+        'recurrent baselines: keep training-file words seen at least this often (others become [UNK])',
+        gluon=False)
+    vocab_max_size: int = _flag(100000, 'recurrent baselines: at most this many vocabulary entries', gluon=False)
 
 
 def _flag_row(f) -> Flag:
@@ -227,6 +254,7 @@ def validate(config) -> None:
            "--dtype int8 is for evaluation only (dynamic quantization); train in float32/bfloat16/float16")
     parse_adam_betas(config.adam_betas)
     _validate_head_and_loss(config)
+    _validate_recurrent(config)
     if config.model_path is None:
         get_model_spec(config.model_name)       # unknown names fail here, with the closest matches
     if config.seeds is not None:
@@ -255,8 +283,44 @@ def _validate_distillation(config) -> None:
     _check(head.postprocess_input == "logits",
            f"--head {config.head} cannot be distilled with --teacher_path (its outputs are not start/end logits); "
            "use --head basic or bilstm")
-    _check(config.backend == "torch",
-           f"--teacher_path (distillation) runs on --backend torch only, not --backend {config.backend}")
+
+
+def _validate_recurrent(config) -> None:
+    for name in ("word_dim", "rnn_hidden_size", "vocab_min_count", "vocab_max_size"):
+        _check(getattr(config, name) > 0, f"--{name} must be positive, got {getattr(config, name)}")
+    _check(0.0 <= config.rnn_dropout < 1.0, f"--rnn_dropout must be in [0, 1), got {config.rnn_dropout}")
+    _check(config.vocab_max_size > 4, f"--vocab_max_size must leave room past the 4 special tokens, got "
+           f"{config.vocab_max_size}")
+    _check(config.backend == "torch" or config.optimizer == "adamw",
+           f"--optimizer {config.optimizer} runs on --backend torch only (--backend {config.backend}: adamw)")
+    _validate_word_model(config)
+
+
+def _validate_word_model(config) -> None:
+    """A from-scratch family (--model_name lstm_baseline / bidaf): its backend, layer rules and vectors."""
+    spec = get_model_spec(config.model_name) if config.model_path is None else None
+    if spec is not None and spec.from_scratch:
+        family = get_family(spec.family)
+        family.backend_module(config.backend)       # e.g. --backend mxnet: one line naming --backend torch
+        family.refuse_layer_rules(config.layerwise_decay, config.untunable_depth)
+        _check(config.word_vectors is None or os.path.isfile(config.word_vectors),
+               f"--word_vectors {config.word_vectors}: no such file")
+    elif config.word_vectors or config.train_word_vectors:
+        # A folder built by an earlier run (--model_path) already holds its embeddings.
+        _check(False, "--word_vectors / --train_word_vectors apply when --model_name lstm_baseline or bidaf "
+               "builds a new model (without --model_path)")
+
+
+def flags_to_argv(flags: dict) -> list[str]:
+    """Flag values -> command-line words: ``{"lr": 1e-3, "do_train": True, "x": None}`` -> ``["--lr", "0.001",
+    "--do_train"]`` (a True switch is its name; None and False are left out)."""
+    argv = []
+    for key, value in flags.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is not None and value is not False:
+            argv += [f"--{key}", str(value)]
+    return argv
 
 
 def parse_seeds(text: str) -> list[int]:

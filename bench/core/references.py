@@ -25,7 +25,7 @@ from bench.core.models import MODELS
 from bench.core.errors import BenchError
 
 __all__ = ["Reference", "ReferenceError", "SOURCES", "ORIGINAL_SOURCES", "EXTRA_MODELS", "COLUMNS",
-           "OPTIONAL_COLUMNS", "METRIC_UNITS", "SCORE_METRICS", "SPEED_METRICS", "TRAININGS",
+           "OPTIONAL_COLUMNS", "SCORINGS", "SCORING_NOTES", "METRIC_UNITS", "SCORE_METRICS", "SPEED_METRICS", "TRAININGS",
            "DEFAULT_REFERENCE_DIR", "load_references", "find_reference", "select_references",
            "original_reference", "model_label"]
 
@@ -34,7 +34,7 @@ DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "reference_results
 COLUMNS = ("model", "squad_version", "metric", "value", "precision", "source", "threshold", "std", "n",
            "superseded", "citation", "note")
 # Columns a file may leave out (empty for every row then): what a speed, size or distilled number is.
-OPTIONAL_COLUMNS = ("unit", "training", "teacher", "device", "eval_questions", "batch_size")
+OPTIONAL_COLUMNS = ("unit", "training", "teacher", "device", "eval_questions", "batch_size", "scoring")
 
 # Short source keys and how reports name them.
 SOURCES = {
@@ -51,6 +51,7 @@ SOURCES = {
     "deepset": "deepset",
     "distilbert_paper": "DistilBERT paper",
     "lewtun_distillation": "lewtun DistilBERT distillation notebook",
+    "wadaboa_squad_qa": "Wadaboa squad-question-answering (seed 000)",
 }
 # The authors' own numbers that GluonNLP quotes as "original"; in order of preference.
 ORIGINAL_SOURCES = ("google_albert", "google_bert", "google_electra", "google_mobilebert", "fairseq_roberta")
@@ -74,6 +75,10 @@ SCORE_METRICS = ("exact", "f1")
 SPEED_METRICS = ("eval_seconds", "questions_per_second")
 TRAININGS = ("", "fine-tuned", "distilled")        # "" = not stated (fine-tuned on SQuAD)
 DEVICES = ("", "cpu", "gpu")
+# How EM/F1 were scored: "" (the official script: best over every gold answer) or "nearest_gold"
+# (against one gold answer, the one nearest the prediction; not comparable one-to-one).
+SCORINGS = ("", "nearest_gold")
+SCORING_NOTES = {"nearest_gold": "scored against the nearest gold answer, not the official best over golds"}
 VERSIONS = ("1.1", "2.0")
 PRECISIONS = ("fp32", "amp")
 THRESHOLDS = ("", "fixed", "tuned")
@@ -106,6 +111,7 @@ class Reference:
     device: str = ""        # "cpu" | "gpu" for a speed number; "" when not stated
     eval_questions: int | None = None   # questions behind a speed number
     batch_size: int | None = None       # questions per forward pass of a speed number
+    scoring: str = ""                   # SCORINGS: "" official, "nearest_gold"
 
     @property
     def key(self) -> tuple:
@@ -195,7 +201,7 @@ class _RowReader:
             if value <= 0:
                 self.fail(f"{metric} {value} must be > 0")
         return {"unit": unit, "training": training, "teacher": teacher, "device": device,
-                "eval_questions": eval_questions, "batch_size": batch_size}
+                "eval_questions": eval_questions, "batch_size": batch_size, "scoring": self.choice("scoring", SCORINGS)}
 
     def read(self) -> Reference:
         metric = self.choice("metric", METRICS)

@@ -48,7 +48,7 @@ from bench.run.helpers import feature_cache_dir
 logger = logging.getLogger("bench.run")
 
 __all__ = ["DistillError", "Teacher", "TeacherLogits", "resolve_teacher", "teacher_logits", "distillation_record",
-           "formula_text", "TEACHER_FORMAT_VERSION"]
+           "formula_text", "require_distillable_head", "TEACHER_FORMAT_VERSION"]
 
 # Bump whenever what the cache holds changes, so old files are rebuilt, not reused.
 TEACHER_FORMAT_VERSION = 1
@@ -86,6 +86,15 @@ class TeacherLogits:
                 rows = np.pad(rows, ((0, 0), (0, width - rows.shape[1])), constant_values=PAD_LOGIT)
             out[name] = np.ascontiguousarray(rows, dtype=np.float32)
         return out
+
+
+def require_distillable_head(head, head_name: str, framework: str) -> None:
+    """Stop unless the backend's head class gives its start/end scores with its loss (``loss_and_scores``), which
+    the distillation term reads (one pass, one dropout mask): a ConfigError naming --head."""
+    if not hasattr(head, "loss_and_scores"):
+        from bench.core.flags import ConfigError
+        raise ConfigError(f"--head {head_name} cannot be distilled with --teacher_path: its {framework} class has no "
+                          f"loss_and_scores(...) returning its start/end scores (see BasicHead)")
 
 
 def formula_text(temperature: float, alpha: float) -> str:
@@ -231,6 +240,8 @@ def teacher_logits(session, config, train_ds, loaded, params, features) -> Teach
            "teacher_head": teacher.head,
            "features": features_cache_key(train_ds.examples, loaded.tokenizer, params, is_training=True,
                                           data_sha256=dataset_cache_key(train_ds))}
+    if getattr(config, "answer_windows_only", False):      # other windows: only then in the key (old caches stay valid)
+        key["answer_windows_only"] = True
     path = teacher_cache_path(config, key)
     session.barrier()
     cached = _read_cache(path, key, len(features)) if path.exists() and not config.overwrite_cache else None

@@ -33,7 +33,7 @@ from bench.core.errors import BenchError
 
 __all__ = [
     "COMM_BACKENDS", "DEVICE_WORKER_ENV", "TORCHRUN_BACKENDS", "DistributedConfigError", "WorldInfo",
-    "derive_accumulation", "detect_world", "env_rank", "epoch_shard", "eval_shard",
+    "concat_by_rank", "derive_accumulation", "detect_world", "env_rank", "epoch_shard", "eval_shard",
     "global_batch", "parse_gpus", "should_spawn_device_workers",
 ]
 
@@ -257,3 +257,13 @@ def eval_shard(num_items: int, rank: int, world_size: int) -> np.ndarray:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside a world of size {world_size}")
     return np.array_split(np.arange(num_items, dtype=np.int64), world_size)[rank]
+
+
+def concat_by_rank(per_rank: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Every rank's ``eval_shard`` outputs (one dict per rank, in rank order) concatenated along axis 0:
+    the outputs of all windows in feature order. Every rank must have gathered the same keys."""
+    keys = list(per_rank[0])
+    for rank, arrays in enumerate(per_rank):
+        if list(arrays) != keys:
+            raise ValueError(f"rank {rank} gathered arrays {sorted(arrays)} but rank 0 gathered {sorted(keys)}")
+    return {key: np.concatenate([np.asarray(arrays[key]) for arrays in per_rank], axis=0) for key in keys}

@@ -27,11 +27,12 @@ from bench.run.helpers import CPU_WARNING_WINDOWS, feature_cache_dir, print_summ
 from bench.run.checkpoints import verify_checkpoint
 from bench.run.loop import LoopContext, TrainingLoop
 from bench.run.output_dir import claim_output_dir
-from bench.run.pipeline import (dataset_cache_key, evaluate_checkpoints, feature_params, load_datasets, score_outputs,
-                                total_updates)
+from bench.run.pipeline import (answer_windows, dataset_cache_key, evaluate_checkpoints, feature_params,
+                                load_datasets, score_outputs, total_updates)
 from bench.run.record import RunOutcome, write_run_outputs
 from bench.run.trackers import NullSink, eval_scalars, open_sink
 from bench.run.training_rules import warmup_updates
+from bench.run.word_model import prepare_word_model
 
 logger = logging.getLogger("bench.run")
 
@@ -73,6 +74,8 @@ def _stages(session: Session, config, output_dir: Path, stop_after: int | None) 
 
 def _run_stages(session: Session, config, output_dir: Path, stop_after: int | None, tracker) -> dict | None:
     train_ds, dev_ds = load_datasets(config)
+    # --model_name lstm_baseline / bidaf: build (or find) the word model's folder first (--model_path).
+    config = prepare_word_model(config, train_ds, dev_ds, is_main=session.is_main, barrier=session.barrier)
     loaded = session.load_model(config)
     params = feature_params(config, loaded.family)
     train_info = eval_info = num_eval_features = eval_features = None
@@ -82,6 +85,8 @@ def _run_stages(session: Session, config, output_dir: Path, stop_after: int | No
         logger.warning("--eval_interval %d needs --do_train and --do_eval: no evaluation during training", interval)
     if train_ds is not None:
         features = build_features(session, config, train_ds, loaded, params, is_training=True)
+        if getattr(config, "answer_windows_only", False):
+            features = answer_windows(features, train_ds)
         teacher = None
         if getattr(config, "teacher_path", None):     # --teacher_path: its logits, computed once (bench.run.distill)
             from bench.run.distill import teacher_logits

@@ -85,6 +85,10 @@ def resolve_model_folder(model_name: str, model_path: str | None) -> ModelFolder
     if model_path:
         return _local_folder(model_name, Path(model_path))
     spec = get_model_spec(model_name)
+    if spec.from_scratch:
+        raise ModelSourceError(f"--model_name {model_name} is trained from scratch and has no checkpoint: the run "
+                               f"script builds its folder (<output_dir>/model, bench.run.word_model); elsewhere pass "
+                               f"--model_path to such a folder")
     folder = _hub_folder(spec)
     _check_weight_files(folder, f"{spec.hub_id} ({folder})")
     return ModelFolder(spec=spec, folder=folder, source=spec.hub_id, family=_read_model_type(folder))
@@ -263,11 +267,14 @@ def _not_available_message(spec: ModelSpec, reason: str) -> str:
 # ---------------------------------------------------------------------------------------- tokenizer
 def load_tokenizer(model: ModelFolder):
     """The folder's fast (Rust) tokenizer; the feature code needs its offset mappings."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    # A word model's folder (bench.run.word_model) is a plain tokenizer.json: AutoTokenizer would first try
+    # the model_type as a transformers config and warn that it knows no such model.
+    loader = PreTrainedTokenizerFast if get_family(model.family).from_scratch else AutoTokenizer
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(model.folder), use_fast=True, trust_remote_code=False,
-                                                  local_files_only=True)
+        tokenizer = loader.from_pretrained(str(model.folder), use_fast=True, trust_remote_code=False,
+                                           local_files_only=True)
     except (OSError, ValueError) as exc:
         raise ModelSourceError(f"cannot load the tokenizer of {model.source}: {exc} "
                                f"(pass --model_path to a folder with tokenizer.json)") from exc

@@ -41,7 +41,7 @@ from bench.run.record import split_metrics
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EpochPlan", "plan_epoch", "updates_per_epoch", "total_updates", "load_datasets", "subset",
+__all__ = ["EpochPlan", "plan_epoch", "updates_per_epoch", "total_updates", "load_datasets", "subset", "answer_windows",
            "feature_params", "dataset_cache_key", "selection_score", "token_accuracy",
            "score_outputs", "checkpoints_to_evaluate", "checkpoint_label", "BestCheckpoint", "evaluate_checkpoints"]
 
@@ -108,6 +108,19 @@ def total_updates(config, num_windows: int, world_size: int) -> int:
 def _require_windows(num_windows: int, source: str = "the training set") -> None:
     if num_windows < 1:
         raise EmptyDataError(f"{source}: nothing to train on: 0 training windows")
+
+
+def answer_windows(features: Features, dataset: SquadDataset) -> Features:
+    """--answer_windows_only: the training windows that hold their answer, plus every window of an unanswerable
+    (v2.0) question. A window that misses its answerable question's answer only teaches "not here"; in
+    post-processing it competes with the windows that have the answer, so skipping it trades a little
+    accuracy for arithmetic (docs/run-script.md#training-windows)."""
+    answerable = np.array([not example.is_impossible for example in dataset.examples], dtype=bool)
+    keep = ~(features.is_impossible & answerable[features.example_index])
+    logger.info("--answer_windows_only: training on %d of %d windows (%d miss their answer)",
+                int(keep.sum()), len(features), int((~keep).sum()))
+    _require_windows(int(keep.sum()), "the training windows that hold their answer")
+    return features.select(np.flatnonzero(keep))
 
 
 def subset(dataset: SquadDataset, limit: int | None, seed: int) -> SquadDataset:

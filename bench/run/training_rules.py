@@ -19,9 +19,9 @@ from __future__ import annotations
 import logging
 import math
 
-from bench.core.families import EMBEDDINGS_LAYER
+from bench.core.families import EMBEDDINGS_LAYER, get_family
 
-__all__ = ["EMBEDDINGS_LAYER", "decay_enabled", "layer_multiplier",
+__all__ = ["EMBEDDINGS_LAYER", "decay_enabled", "layer_multiplier", "check_layer_rules", "schedule_factor",
            "frozen_depth", "is_frozen", "linear_schedule", "warmup_updates", "warn_albert_decay"]
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,11 @@ def warn_albert_decay(family: str, num_layers: int, layerwise_decay: float) -> N
         logger.warning("ALBERT shares its layer weights across depth: layer-wise decay %.3g only separates "
                        "embeddings (x d^%d), the shared encoder (x d^%d) and the head (x 1)", layerwise_decay,
                        num_layers + 2, num_layers + 1)
+
+
+def check_layer_rules(family: str, layerwise_decay: float, untunable_depth: float) -> None:
+    """Refuse --layerwise_decay / --untunable_depth for a family without layers (the family table says why)."""
+    get_family(family).refuse_layer_rules(layerwise_decay, untunable_depth)
 
 
 def frozen_depth(untunable_depth: float, num_layers: int) -> int | None:
@@ -73,6 +78,15 @@ def linear_schedule(update: int, num_updates: int, warmup: int) -> float:
     if num_updates <= warmup:
         return 1.0 if update < num_updates else 0.0
     return max(0.0, (num_updates - update) / (num_updates - warmup))
+
+
+def schedule_factor(schedule: str, update: int, num_updates: int, warmup: int) -> float:
+    """LR factor of ``--lr_schedule``: linear (``linear_schedule``) or constant (1 after the linear warm-up)."""
+    if schedule == "constant":
+        return update / warmup if update < warmup else 1.0
+    if schedule != "linear":
+        raise ValueError(f"--lr_schedule {schedule!r}: expected linear or constant")
+    return linear_schedule(update, num_updates, warmup)
 
 
 def warmup_updates(config, num_updates: int) -> int:

@@ -12,7 +12,7 @@ from bench.apps.report.runs import BACKENDS, VERSIONS, Group, model_order
 from bench.core.results import official_dev_name
 from bench.core.presets import PRESETS
 from bench.core.references import (ORIGINAL_SOURCES, SCORE_METRICS, SOURCES, Reference, find_reference,
-                                   model_label, original_reference, select_references)
+                                   SCORING_NOTES, model_label, original_reference, select_references)
 
 __all__ = ["main_section", "other_section", "parity_section", "references_section", "table_models",
            "distillation_section", "reference_label"]
@@ -223,7 +223,9 @@ def _reference_rows(ledger: Ledger, version: str, references: list[Reference]) -
         refs = keyed[key]
         where = ("references", version, model, f"{source}/{precision}" + ("/superseded" if superseded else "")
                  + (f"/distilled:{teacher}" if teacher else ""), official_dev_name(version))
-        notes = "; ".join(dict.fromkeys(r.note for r in refs.values() if r.note))
+        # A number scored another way than the official script says so first (bench.core.references.SCORINGS).
+        notes = "; ".join(dict.fromkeys([SCORING_NOTES[r.scoring] for r in refs.values() if r.scoring]
+                                        + [r.note for r in refs.values() if r.note]))
         threshold = "/".join(sorted({r.threshold for r in refs.values() if r.threshold})) or DASH
         cells = [escape(reference_label(model, teacher)), SOURCES[source], precision]
         cells += [ledger.reference_cell(where, m, refs.get(m)) for m in ("exact", "f1")]

@@ -6,9 +6,11 @@ flags, presets and outputs: ``convert`` reads a model folder's ``config.json`` +
 ``model.safetensors`` (numpy only, no torch) into Gluon encoders built from GluonNLP's
 transformer cells (``encoders``, ``mobilebert``); ``heads`` holds the two QA heads,
 parameter for parameter the torch backend's, so weights and checkpoints move between
-the backends by name. One process (CPU, or one GPU with a CUDA build of MXNet)::
+the backends by name. One process (CPU, or one GPU with a CUDA build of MXNet), or one per
+GPU (or CPU slot) under horovodrun with Horovod's MXNet API::
 
     python -m bench.run_squad --backend mxnet --model_name google_electra_small --do_train --do_eval ...
+    horovodrun -np 2 -H localhost:2 python -m bench.run_squad --backend mxnet --comm_backend horovod ...
 
 Modules:
     compat      import_mxnet(): numpy < 2 check, numpy.bool alias, OpenMP threads, install hint
@@ -19,6 +21,7 @@ Modules:
                 parameter names
     optim       TorchAdamW (torch.optim.AdamW's update), lr_mult / wd_mult / grad_req rules, clipping
     steps       the optimizer step the shared loop drives: accumulation, clipping, schedule, resume
+    dist        communication: one process, or horovod.mxnet (broadcast, gradient average, gather)
     losses      the training losses (one function per loss registry entry)
     checkpoint  checkpoint files: torch-named safetensors + a pickle-free .npz trainer state
     inference   evaluation forward passes -> the core's output arrays
@@ -45,8 +48,10 @@ class MxnetBackend:
         return MxSession(config)
 
     def main(self, config) -> int:
-        """One process, one seed per call."""
-        run(config)
+        """One seed per call, in this process (one rank under horovodrun: a failure ends the rank at once,
+        ``bench.run.failfast``)."""
+        from bench.run.failfast import run_with_failfast
+        run_with_failfast(run, config)
         return 0
 
     def has_accelerator(self) -> bool:

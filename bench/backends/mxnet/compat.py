@@ -22,7 +22,8 @@ import warnings
 
 from bench.run.registry import BackendUnavailable
 
-__all__ = ["import_mxnet", "MXNetUnavailable", "INSTALL_HINT", "MXNET_VERSION", "GLUONNLP_VERSION"]
+__all__ = ["import_mxnet", "set_openmp_threads", "MXNetUnavailable", "INSTALL_HINT", "MXNET_VERSION",
+           "GLUONNLP_VERSION"]
 
 MXNET_VERSION = "1.9.1"
 GLUONNLP_VERSION = "0.10.0"
@@ -106,3 +107,8 @@ def _restore_openmp_threads(mx, threads: int | None) -> None:
     # MXSetNumOMPThreads is mxnet's own C API for omp_set_num_threads on the calling thread.
     if threads:
         mx.base.check_call(mx.base._LIB.MXSetNumOMPThreads(ctypes.c_int(threads)))
+
+
+def set_openmp_threads(threads: int) -> None:
+    """Set MXNet's OpenMP thread count (e.g. a machine's cores shared by several processes)."""
+    _restore_openmp_threads(import_mxnet()[0], threads)

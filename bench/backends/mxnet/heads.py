@@ -43,8 +43,8 @@ mx, _ = import_mxnet()
 from mxnet.gluon import HybridBlock, nn  # noqa: E402
 
 __all__ = ["MASKED_LOGIT", "BasicHead", "BiLSTM", "BiLSTMHead", "ConditionalHead", "GluonQAModel", "masked_log_softmax",
-           "build_qa_model", "batch_to_nd", "torch_to_gluon_name", "gluon_to_torch_name", "load_torch_state",
-           "torch_names", "torch_state_from_gluon"]
+           "build_qa_model", "batch_to_nd", "distillation_kl", "torch_to_gluon_name", "gluon_to_torch_name",
+           "load_torch_state", "torch_names", "torch_state_from_gluon"]
 
 MASKED_LOGIT = -1e30            # bench.backends.torch.modeling.MASKED_LOGIT: finite, far below any log-prob
 
@@ -95,12 +95,17 @@ class BasicHead(HybridBlock):
     def hybrid_forward(self, F, hidden, candidate_mask, starts, ends, is_impossible,  # pylint: disable=arguments-differ
                        valid_length=None):
         """Per-window loss (B,)."""
+        return self.loss_and_scores(F, hidden, candidate_mask, starts, ends, valid_length)[0]
+
+    def loss_and_scores(self, F, hidden, candidate_mask, starts, ends, valid_length=None):
+        """(per-window loss (B,), raw start/end scores (B, L, 2)) from one pass, so one dropout mask:
+        distillation (``GluonQAModel.distillation_loss``) reads both, as torch's ``loss_and_scores``."""
         scores = self.scores(F, hidden, valid_length)
         start_lp = masked_log_softmax(F, F.slice_axis(scores, axis=-1, begin=0, end=1).squeeze(axis=-1),
                                       candidate_mask)
         end_lp = masked_log_softmax(F, F.slice_axis(scores, axis=-1, begin=1, end=2).squeeze(axis=-1),
                                     candidate_mask)
-        return 0.5 * (self._position_loss(F, start_lp, starts) + self._position_loss(F, end_lp, ends))
+        return 0.5 * (self._position_loss(F, start_lp, starts) + self._position_loss(F, end_lp, ends)), scores
 
     def predict(self, hidden, candidate_mask, start_top_n: int, end_top_n: int, valid_length=None) -> dict:
         # Raw scores (not log-softmax), as BERT's post-processing expects: null = start[0] + end[0].
@@ -298,10 +303,25 @@ class GluonQAModel(HybridBlock):
                        is_impossible):
         """Per-window loss (B,). Windows marked ``is_impossible`` are labelled with CLS (0)."""
         hidden = self.backbone(input_ids, token_types, valid_length)
-        starts = F.where(is_impossible, F.zeros_like(starts), starts)
-        ends = F.where(is_impossible, F.zeros_like(ends), ends)
+        starts, ends = _null_labels(F, starts, ends, is_impossible)
         lengths = (valid_length,) if self._needs_valid_length else ()     # bench.core.heads: needs_valid_length
         return self.head(hidden, candidate_mask, starts, ends, is_impossible, *lengths)
+
+    def distillation_loss(self, inputs: dict, teacher_start, teacher_end, temperature: float, alpha: float):
+        """Per-window (1 - a) * loss + a * T^2 * (KL_start + KL_end) / 2 (B,) from ``batch_to_nd`` inputs and the
+        teacher's (B, L) logits (--teacher_path, bench.run.distill): torch's ``QAModel.forward`` with a teacher.
+
+        Imperative (the hybridized blocks inside run their graphs); call it under ``autograd.record``. Heads
+        whose outputs are start/end logits only (``loss_and_scores``: basic, bilstm)."""
+        F = mx.nd
+        hidden = self.backbone(inputs["input_ids"], inputs["token_types"], inputs["valid_length"])
+        starts, ends = _null_labels(F, inputs["start_positions"], inputs["end_positions"], inputs["is_impossible"])
+        mask = inputs["candidate_mask"]
+        loss, scores = self.head.loss_and_scores(F, hidden, mask, starts, ends,
+                                                 inputs["valid_length"] if self._needs_valid_length else None)
+        kl = 0.5 * (distillation_kl(F, scores[:, :, 0], teacher_start, mask, temperature)
+                    + distillation_kl(F, scores[:, :, 1], teacher_end, mask, temperature))
+        return (1.0 - alpha) * loss + alpha * temperature ** 2 * kl
 
     def predict(self, inputs: dict, start_top_n: int = 5, end_top_n: int = 5) -> dict[str, np.ndarray]:
         """Inference scores from ``batch_to_nd`` inputs, as numpy (float32; indices int64)."""
@@ -310,6 +330,20 @@ class GluonQAModel(HybridBlock):
         result = self.head.predict(hidden, inputs["candidate_mask"], start_top_n, end_top_n, *lengths)
         return {name: (value.asnumpy().astype(np.int64) if name.endswith("_index") else value.asnumpy())
                 for name, value in result.items()}
+
+
+def _null_labels(F, starts, ends, is_impossible):
+    """Start/end labels with the impossible windows' pointed at CLS (0)."""
+    return F.where(is_impossible, F.zeros_like(starts), starts), F.where(is_impossible, F.zeros_like(ends), ends)
+
+
+def distillation_kl(F, student, teacher, mask, temperature: float):
+    """KL(softmax(teacher / T) || softmax(student / T)) per window (B,), over the candidate positions ``mask``
+    (B, L) only (torch's ``bench.backends.torch.modeling.distillation_kl``)."""
+    student_lp = masked_log_softmax(F, student / temperature, mask)
+    teacher_lp = masked_log_softmax(F, teacher / temperature, mask)
+    terms = F.exp(teacher_lp) * (teacher_lp - student_lp)
+    return F.sum(F.where(mask, terms, F.zeros_like(terms)), axis=-1)
 
 
 # ---------------------------------------------------------------------------------------- inputs

@@ -7,12 +7,15 @@ layer's. Launch commands::
 
     python -m bench.run_squad --backend mxnet --model_name google_electra_small --do_train --do_eval ...
     python -m bench.run_squad --backend mxnet --gpus -1 ...            # CPU (the pip wheel is CPU-only)
+    horovodrun -np 2 -H localhost:2 python -m bench.run_squad --backend mxnet --comm_backend horovod ...
 
-Single process only: ``refuse_several_processes`` and ``refuse_dtype`` say what is refused and why.
+One process, or one per GPU (or CPU slot) under horovodrun (``bench.backends.mxnet.dist``):
+``refuse_other_launchers`` and ``refuse_dtype`` say what is refused and why.
 """
 from __future__ import annotations
 
 import logging
+import os
 import resource
 from pathlib import Path
 
@@ -20,7 +23,8 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from bench.backends.mxnet.checkpoint import load_model_weights
-from bench.backends.mxnet.compat import import_mxnet
+from bench.backends.mxnet.compat import import_mxnet, set_openmp_threads
+from bench.backends.mxnet.dist import open_comm
 from bench.backends.mxnet.convert import (ConversionError, assign_params, base_model_state, convert_state,
                                          encoder_config_from_hf, hf_name_map, read_hf_config, read_safetensors)
 from bench.backends.mxnet.heads import build_qa_model
@@ -31,7 +35,8 @@ from bench.core.flags import ConfigError
 from bench.core.losses import loss_setting
 from bench.run.backend import LoadedModel, TrainingSetup
 from bench.run.checkpoints import MODEL_FILE, require_safetensors, without_backbone_prefix
-from bench.run.distributed import DistributedConfigError, detect_world, parse_gpus
+from bench.run.distributed import (HOROVODRUN_HINT, TORCHRUN_BACKENDS, DistributedConfigError, detect_world,
+                                   eval_shard, parse_gpus)
 from bench.run.helpers import EvalBatching, progress_factory
 from bench.run.model_source import load_tokenizer, resolve_model_folder
 from bench.run.record import RunFacts, hardware_info, library_versions
@@ -40,23 +45,24 @@ mx, _ = import_mxnet()
 
 logger = logging.getLogger("bench.run")
 
-__all__ = ["MxSession", "refuse_several_processes", "refuse_dtype", "choose_context", "load_model"]
+__all__ = ["MxSession", "refuse_other_launchers", "refuse_dtype", "choose_context", "load_model"]
 
-LIBRARIES = ("mxnet", "gluonnlp", "transformers", "tokenizers", "safetensors", "numpy")
-SINGLE_PROCESS_REASON = (
-    "--backend mxnet trains in one process: Horovod here is built for PyTorch only (HOROVOD_WITHOUT_MXNET=1, "
-    "so horovod.mxnet does not exist), and torchrun/torch.distributed workers cannot exchange MXNet "
-    "gradients. Run one process with --comm_backend device --gpus 0 (or --gpus -1 for the CPU), or use "
-    "--backend torch for multi-GPU training")
+LIBRARIES = ("mxnet", "gluonnlp", "transformers", "tokenizers", "safetensors", "numpy", "horovod")
+HOROVOD_ONLY_REASON = (
+    "--backend mxnet runs several processes only under horovodrun (Horovod's MXNet API); torchrun and the "
+    "device workers are torch.distributed processes, which cannot exchange MXNet gradients. Run "
+    f"{HOROVODRUN_HINT} --backend mxnet (one process per GPU), one process with --comm_backend device "
+    "--gpus 0 (or --gpus -1 for the CPU), or --backend torch")
 
 
 # ---------------------------------------------------------------------------------------- setup
-def refuse_several_processes(config) -> None:
-    """--comm_backend horovod/torchrun or several --gpus: refused, saying why and what to run instead."""
-    if config.comm_backend != "device":
-        raise DistributedConfigError(f"--comm_backend {config.comm_backend}: {SINGLE_PROCESS_REASON}")
-    if len(parse_gpus(config.gpus)) > 1:
-        raise DistributedConfigError(f"--gpus {config.gpus} asks for several GPUs: {SINGLE_PROCESS_REASON}")
+def refuse_other_launchers(config) -> None:
+    """--comm_backend torchrun/dist/dist_sync_device, or device with several --gpus: refused, saying why and
+    what to run instead (--comm_backend horovod under horovodrun is the multi-process path)."""
+    if config.comm_backend in TORCHRUN_BACKENDS:
+        raise DistributedConfigError(f"--comm_backend {config.comm_backend}: {HOROVOD_ONLY_REASON}")
+    if config.comm_backend == "device" and len(parse_gpus(config.gpus)) > 1:
+        raise DistributedConfigError(f"--gpus {config.gpus} asks for several GPUs: {HOROVOD_ONLY_REASON}")
 
 
 def refuse_dtype(config, on_gpu: bool) -> None:
@@ -71,16 +77,16 @@ def refuse_dtype(config, on_gpu: bool) -> None:
                           "--backend torch for float16 autocast on the CPU")
 
 
-def choose_context(config):
-    """mx.gpu(id) for --gpus id when MXNet sees a GPU; otherwise the CPU (with a warning if a GPU was asked)."""
-    gpu_ids = parse_gpus(config.gpus)
-    if not gpu_ids:
+def choose_context(gpu: int | None, gpus_flag: str):
+    """mx.gpu(gpu) (``WorldInfo.gpu``: --gpus id, or the local rank's GPU under horovodrun) when MXNet sees a
+    GPU; otherwise the CPU (with a warning if a GPU was asked)."""
+    if gpu is None:
         return mx.cpu()
     if mx.context.num_gpus() == 0:
         logger.warning("--gpus %s but MXNet sees no GPU (the mxnet pip wheel is CPU-only): running on the CPU",
-                       config.gpus)
+                       gpus_flag)
         return mx.cpu()
-    return mx.gpu(gpu_ids[0])
+    return mx.gpu(gpu)
 
 
 def init_amp(config) -> bool:
@@ -160,27 +166,33 @@ def load_backbone_file(model, path: Path) -> None:
 
 
 class MxSession:
-    """One process: refusals, the device (context), seeds and AMP."""
-    rank, world_size, is_main, launcher = 0, 1, True, "none"
+    """This process: refusals, communication (``bench.backends.mxnet.dist``), the device (context), seeds, AMP."""
 
     def __init__(self, config):
-        refuse_several_processes(config)
-        detect_world(config.comm_backend, config.gpus)     # refuses the env of a launcher that started several
-        self.ctx = choose_context(config)
+        refuse_other_launchers(config)
+        # Reads the launcher's env; refuses the default --comm_backend device under a launcher.
+        self.world = detect_world(config.comm_backend, config.gpus)
+        self.ctx = choose_context(self.world.gpu, config.gpus)
         refuse_dtype(config, on_gpu=self.ctx.device_type == "gpu")
-        if config.compile:
+        self.comm = open_comm(self.world)
+        self.rank, self.world_size, self.is_main = self.comm.rank, self.comm.world_size, self.comm.is_main
+        self.launcher = self.world.launcher
+        if self.ctx.device_type == "cpu" and self.world.local_world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # Processes sharing a machine's cores: oversubscribed OpenMP threads spin and stall each other.
+            set_openmp_threads(max(1, (os.cpu_count() or 1) // self.world.local_world_size))
+        if config.compile and self.is_main:
             logger.warning("--compile is torch.compile; --backend mxnet always hybridizes its model instead")
-        mx.random.seed(config.seed)     # the QA head's initialisation
+        mx.random.seed(config.seed)     # the QA head's initialisation (rank 0's is broadcast before training)
         np.random.seed(config.seed)
         self.on_cpu = self.ctx.device_type == "cpu"
         self.device_label = f"{self.ctx} (mxnet {mx.__version__})"
         self.amp = init_amp(config)
 
     def barrier(self) -> None:
-        """One process: nothing to wait for."""
+        self.comm.barrier()
 
     def close(self) -> None:
-        """Nothing to shut down."""
+        self.comm.shutdown()
 
     def load_model(self, config) -> LoadedModel:
         source, tokenizer, model = load_model(config, self.ctx)
@@ -196,19 +208,22 @@ class MxSession:
             from mxnet.contrib import amp as mx_amp
             mx_amp.init_trainer(gluon_trainer)
         return MxSteps(config=config, model=model, trainer=gluon_trainer, params=trainable_params(model),
-                       setup=setup, pad_id=loaded.pad_id, ctx=self.ctx, amp=self.amp)
+                       setup=setup, pad_id=loaded.pad_id, ctx=self.ctx, amp=self.amp, comm=self.comm)
 
     def parameter_digest(self, loaded: LoadedModel) -> str:
         return parameter_digest(loaded.model)
 
-    def predict(self, config, loaded: LoadedModel, features, checkpoint: Path | None) -> dict:
+    def predict(self, config, loaded: LoadedModel, features, checkpoint: Path | None) -> dict | None:
+        """Each rank predicts a contiguous block of windows; rank 0 gets them all, in feature order."""
         if checkpoint is not None:
             load_model_weights(loaded.model, checkpoint / MODEL_FILE)
-        bar = progress_factory("eval", "window")(len(features))
-        outputs = predict_windows(loaded.model, features, np.arange(len(features)),
-                                  EvalBatching.from_config(config, loaded.pad_id), ctx=self.ctx, progress=bar)
-        bar.close()
-        return outputs
+        local = eval_shard(len(features), self.rank, self.world_size)
+        bar = progress_factory("eval", "window")(len(local)) if self.is_main else None
+        outputs = predict_windows(loaded.model, features, local, EvalBatching.from_config(config, loaded.pad_id),
+                                  ctx=self.ctx, progress=bar)
+        if bar is not None:
+            bar.close()
+        return self.comm.gather_arrays_to_main(outputs)
 
     def facts(self) -> RunFacts:
         on_gpu = self.ctx.device_type == "gpu"

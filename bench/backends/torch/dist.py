@@ -41,9 +41,6 @@ import contextlib
 import logging
 import os
 import socket
-import sys
-import threading
-import traceback
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Protocol
@@ -52,9 +49,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from bench.run.distributed import (DEVICE_WORKER_ENV, DistributedConfigError, WorldInfo, env_rank, parse_gpus,
+from bench.run.distributed import (DEVICE_WORKER_ENV, DistributedConfigError, WorldInfo, concat_by_rank, parse_gpus,
                                should_spawn_device_workers)
-from bench.core.errors import BenchError
+# Fail-fast is framework-free and shared with the MXNet backend (bench.run.failfast).
+from bench.run.failfast import deadline as _deadline
+from bench.run.failfast import run_with_failfast
 
 __all__ = ["Comm", "DEFAULT_TIMEOUT_S", "DeviceWorkerFailed", "HorovodComm", "LocalComm", "TorchDistComm",
            "WorkerLogging", "find_free_port", "init_comm", "launch", "run_with_failfast", "spawn_device_workers"]
@@ -64,8 +63,6 @@ logger = logging.getLogger("bench.dist")
 # torch.distributed's own default: long enough for rank 0 to post-process a whole evaluation
 # while the other ranks wait in a barrier.
 DEFAULT_TIMEOUT_S = 1800
-# Environment variables a launcher sets; a process with none of them is a plain single process.
-LAUNCHER_ENV = ("RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", DEVICE_WORKER_ENV)
 
 
 class Comm(Protocol):
@@ -115,7 +112,7 @@ class LocalComm:
 
         Ranks may hold different numbers of rows (``bench.run.distributed.eval_shard`` blocks).
         """
-        return _concat_by_rank([arrays])
+        return concat_by_rank([arrays])
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model
@@ -171,7 +168,7 @@ class TorchDistComm(LocalComm):
     def gather_arrays_to_main(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
         gathered = [None] * self.world_size if self.is_main else None
         dist.gather_object(dict(arrays), gathered, dst=0, group=self.cpu_group)
-        return _concat_by_rank(gathered) if self.is_main else None
+        return concat_by_rank(gathered) if self.is_main else None
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """DistributedDataParallel; it broadcasts rank 0's parameters and buffers when built."""
@@ -231,7 +228,7 @@ class HorovodComm(LocalComm):
         # Horovod has no gather-to-one; allgather_object copes with different row counts per rank.
         with _deadline(self.timeout_s, "gather_arrays_to_main"):
             gathered = self.hvd.allgather_object(dict(arrays))
-        return _concat_by_rank(gathered) if self.is_main else None
+        return concat_by_rank(gathered) if self.is_main else None
 
     def wrap_optimizer(self, optimizer, model, backward_passes_per_step: int = 1):
         """hvd.DistributedOptimizer: averages gradients once every ``backward_passes_per_step`` backwards."""
@@ -264,27 +261,6 @@ class HorovodComm(LocalComm):
     def shutdown(self) -> None:
         with _deadline(self.timeout_s, "hvd.shutdown"):
             self.hvd.shutdown()
-
-
-@contextlib.contextmanager
-def _deadline(seconds: float, what: str):
-    """End this process (status 1) if the block runs longer than ``seconds``.
-
-    A timer thread, because the blocked call is in C++ and cannot be interrupted from Python;
-    exiting is the only way out, and the launcher then stops the other ranks.
-    """
-    def expire():
-        print(f"[rank {env_rank()}] {what} did not finish within {seconds:g} s: another rank is hung or gone; "
-              f"ending this rank so the launcher stops the job", file=sys.stderr, flush=True)
-        logging.shutdown()
-        os._exit(1)
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
 
 
 # ------------------------------------------------------------------------------------ factory
@@ -335,56 +311,7 @@ def _import_horovod():
     return hvd
 
 
-def _concat_by_rank(per_rank: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    keys = list(per_rank[0])
-    for rank, arrays in enumerate(per_rank):
-        if list(arrays) != keys:
-            raise ValueError(f"rank {rank} gathered arrays {sorted(arrays)} but rank 0 gathered {sorted(keys)}")
-    return {key: np.concatenate([np.asarray(arrays[key]) for arrays in per_rank], axis=0) for key in keys}
-
-
 # ------------------------------------------------------------------------------------ fail-fast
-def run_with_failfast(main_fn: Callable, *args, **kwargs):
-    """Run ``main_fn(*args, **kwargs)``; under a launcher, an exception ends this process at once.
-
-    Under torchrun / horovodrun / spawn_device_workers the rank logs its traceback prefixed with
-    its rank, flushes stdout, stderr and logging, and calls ``os._exit(1)`` (KeyboardInterrupt:
-    130; ``sys.exit(n)``: n; a ``BenchError``: one line, 2). A normal interpreter exit can block forever with its sockets
-    open while the other ranks wait for it: it joins every live non-daemon thread (a data
-    prefetcher, say; tests/test_distributed_unit.py hangs torchrun this way without fail-fast)
-    and runs atexit hooks such as Horovod's shutdown. A plain single process re-raises
-    instead, so in-process callers (tests, notebooks) see the exception.
-    """
-    try:
-        return main_fn(*args, **kwargs)
-    except BaseException as exc:
-        if not _under_launcher() or (isinstance(exc, SystemExit) and exc.code in (0, None)):
-            raise
-        _exit_hard(exc)
-
-
-def _under_launcher() -> bool:
-    return any(name in os.environ for name in LAUNCHER_ENV)
-
-
-def _exit_hard(exc: BaseException) -> None:
-    if isinstance(exc, SystemExit):
-        code = exc.code if isinstance(exc.code, int) else 1
-        print(f"[rank {env_rank()}] exiting with status {code}: {exc.code}", file=sys.stderr)
-    elif isinstance(exc, BenchError):  # the user's to fix: one line and status 2, as the entry points do
-        code = 2
-        print(f"[rank {env_rank()}] error: {exc}", file=sys.stderr)
-    else:
-        code = 130 if isinstance(exc, KeyboardInterrupt) else 1
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        print(f"[rank {env_rank()}] failed; ending this rank so the launcher stops the job:\n{text}",
-              file=sys.stderr)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 # ------------------------------------------------------------------------------------ device mode
 class DeviceWorkerFailed(RuntimeError):
     """A worker started by spawn_device_workers exited non-zero (its traceback is in its stderr)."""

@@ -1,4 +1,4 @@
-"""AdamW with layer-wise LR decay, frozen lower layers and a linear warm-up/decay schedule.
+"""AdamW (or Adadelta) with layer-wise LR decay, frozen lower layers and a warm-up + linear/constant schedule.
 
 The rules themselves (layer of a parameter, multipliers, freezing, schedule) are
 framework-free and live in ``bench.run.training_rules``; this module applies them to
@@ -18,7 +18,8 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from bench.core.flags import parse_adam_betas
-from bench.run.training_rules import frozen_depth, is_frozen, layer_multiplier, linear_schedule, warn_albert_decay
+from bench.run.training_rules import (check_layer_rules, frozen_depth, is_frozen, layer_multiplier, schedule_factor,
+                                      warn_albert_decay)
 
 __all__ = ["lr_multipliers", "frozen_parameter_names", "no_decay_parameter_names", "build_param_groups",
            "build_optimizer", "build_scheduler"]
@@ -66,6 +67,7 @@ def build_param_groups(model, *, lr: float, wd: float, layerwise_decay: float,
     Side effect: frozen parameters get ``requires_grad = False``. Each group carries
     ``lr`` (= lr × lr_scale), ``lr_scale``, ``weight_decay`` and ``param_names``.
     """
+    check_layer_rules(model.family, layerwise_decay, untunable_depth)
     multipliers = lr_multipliers(model, layerwise_decay)
     frozen = frozen_parameter_names(model, untunable_depth)
     no_decay = no_decay_parameter_names(model)
@@ -87,10 +89,13 @@ def build_param_groups(model, *, lr: float, wd: float, layerwise_decay: float,
     return [groups[key] for key in sorted(groups, key=lambda k: (-k[0], k[1]))]
 
 
-def build_optimizer(model, config) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, grouped as build_param_groups, from the run flags."""
+def build_optimizer(model, config) -> torch.optim.Optimizer:
+    """--optimizer over the trainable parameters, grouped as build_param_groups, from the run flags."""
     groups = build_param_groups(model, lr=config.lr, wd=config.wd, layerwise_decay=config.layerwise_decay,
                                 untunable_depth=config.untunable_depth)
+    if getattr(config, "optimizer", "adamw") == "adadelta":
+        # BiDAF's optimiser (Seo et al. 2017: lr 0.5); rho 0.95 and eps 1e-6 are Zeiler's (2012).
+        return torch.optim.Adadelta(groups, lr=config.lr, rho=0.95, eps=1e-6, foreach=True)
     # The fused kernel (one pass per tensor, CPU and CUDA) made a MiniLM CPU training step ~10%
     # faster than foreach, whose sqrt/addcdiv/lerp passes each re-read every tensor.
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"])
@@ -98,14 +103,15 @@ def build_optimizer(model, config) -> torch.optim.AdamW:
                              eps=config.adam_epsilon, fused=fused, foreach=None if fused else True)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, num_updates: int, warmup: int) -> LambdaLR:
-    """Linear warm-up from 0 then linear decay to 0, stepped once per optimizer update.
+def build_scheduler(optimizer: torch.optim.Optimizer, num_updates: int, warmup: int,
+                    schedule: str = "linear") -> LambdaLR:
+    """Linear warm-up from 0, then linear decay to 0 (or constant: --lr_schedule), stepped once per update.
 
     LambdaLR scales each group's initial LR (lr × lr_scale), so layer-wise decay is kept.
     """
     if num_updates <= 0:
         raise ValueError(f"num_updates must be positive, got {num_updates}")
     warmup = max(0, min(int(warmup), num_updates))
-    return LambdaLR(optimizer, lambda update: linear_schedule(update, num_updates, warmup))
+    return LambdaLR(optimizer, lambda update: schedule_factor(schedule, update, num_updates, warmup))
 
 

@@ -17,6 +17,7 @@ from bench.backends.torch.checkpoint import (load_model_weights, load_trainer_st
 from bench.backends.torch.inference import default_round_to, to_device
 from bench.backends.torch.optim import build_optimizer, build_scheduler
 from bench.core.features import batch_arrays
+from bench.run.distill import require_distillable_head
 from bench.run.backend import TrainingSetup, UpdateResult
 from bench.run.checkpoints import MODEL_FILE, TrainPosition
 
@@ -38,7 +39,8 @@ class TorchSteps:
         # the schedule is attached to the wrapped optimizer, the one that steps.
         self.optimizer = comm.wrap_optimizer(build_optimizer(model, config), model,
                                              backward_passes_per_step=config.num_accumulated)
-        self.scheduler = build_scheduler(self.optimizer, setup.total_updates, setup.warmup_updates)
+        self.scheduler = build_scheduler(self.optimizer, setup.total_updates, setup.warmup_updates,
+                                         getattr(config, "lr_schedule", "linear"))
         self.scaler = torch.amp.GradScaler(self.device.type) if config.dtype == "float16" else None
         self.train_model = comm.wrap_model(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -47,10 +49,7 @@ class TorchSteps:
 
     def use_teacher(self, teacher) -> None:
         """Distil from ``teacher`` (bench.run.distill.TeacherLogits): its logits join every batch as data."""
-        if not hasattr(self.model.head, "loss_and_scores"):
-            from bench.core.flags import ConfigError
-            raise ConfigError(f"--head {self.config.head} cannot be distilled with --teacher_path: its torch class "
-                              f"has no loss_and_scores(...) returning its start/end scores (see BasicHead)")
+        require_distillable_head(self.model.head, self.config.head, "torch")
         self.teacher = teacher
 
     def begin(self) -> None:
