@@ -1,4 +1,5 @@
 """What every benchmark here shares: runs of the real CLI (``python -m bench.cli ...``), one process each.
+Imported by a benchmark script after it has put the repository on ``sys.path``.
 
 A finished run (its folder holds ``results.json``) is reused, so an interrupted benchmark resumes where it
 stopped; a failed command stops the benchmark with the command's exit status.
@@ -10,9 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.core.flags import flags_to_argv  # noqa: E402
+from bench.core.flags import flags_to_argv
 
 __all__ = ["REPO", "squad_bench", "run"]
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from bench.core.errors import BenchError
 from bench.core.features import features_cache_key, tokenizer_fingerprint
+from bench.core.flags import ConfigError
 from bench.core.heads import PAD_LOGIT, get_head
 from bench.core.io_utils import atomic_path
 from bench.run.checkpoints import META_FILE, MODEL_FILE, read_meta
@@ -92,7 +93,6 @@ def require_distillable_head(head, head_name: str, framework: str) -> None:
     """Stop unless the backend's head class gives its start/end scores with its loss (``loss_and_scores``), which
     the distillation term reads (one pass, one dropout mask): a ConfigError naming --head."""
     if not hasattr(head, "loss_and_scores"):
-        from bench.core.flags import ConfigError
         raise ConfigError(f"--head {head_name} cannot be distilled with --teacher_path: its {framework} class has no "
                           f"loss_and_scores(...) returning its start/end scores (see BasicHead)")
 
