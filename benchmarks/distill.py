@@ -150,7 +150,9 @@ def main(argv=None) -> int:
     per_seed: dict[str, list[dict]] = {"fine-tuned": [], "distilled": []}
     distilled_runs = []
     for seed in seeds:
-        base = {**recipe, "model_path": str(student_dir), "seed": seed}
+        # No --model_name: the student is not the registry's MiniLM, so its results.json must name its folder
+        # (model.registry_match false), or reports would group it with the 6-layer teacher.
+        base = {**{k: v for k, v in recipe.items() if k != "model_name"}, "model_path": str(student_dir), "seed": seed}
         plain = _run({**base, "output_dir": str(out / f"plain_seed{seed}")})
         per_seed["fine-tuned"].append({"seed": seed, **scores(plain)})
         distilled = out / f"distilled_seed{seed}"

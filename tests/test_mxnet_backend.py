@@ -27,6 +27,7 @@ from bench.backends.mxnet.convert import (ConversionError, base_model_state, enc
 from bench.backends.mxnet.heads import (batch_to_nd, build_qa_model, load_torch_state,  # noqa: E402
                                        torch_state_from_gluon)
 from bench.run.pipeline import plan_epoch  # noqa: E402
+from bench.backends.mxnet.encoders import GluonEncoder  # noqa: E402
 from bench.backends.torch import modeling as torch_modeling  # noqa: E402
 from tests.squad_samples import CONTEXTS, QUESTIONS  # noqa: E402
 from tests.tiny_models import encode_qa_batch, tiny_config  # noqa: E402
@@ -247,3 +248,19 @@ def test_torch_state_with_foreign_tensors_is_refused(tiny_dirs):
     model = build_qa_model(encoder_config_from_hf(read_hf_config(tiny_dirs["bert"])), head="basic")
     with pytest.raises(ConversionError, match="pooler"):
         load_torch_state(model, state)
+
+
+# ------------------------------------------------------------------------------------ fast kernels
+def test_attention_excludes_padded_keys():
+    """The additive key mask: a window's outputs do not change with what its padding holds."""
+    config = encoder_config_from_hf(tiny_config("bert", vocab_size=64, dropout=0.0).to_dict(), where="tiny")
+    encoder = GluonEncoder(config)
+    encoder.initialize(mx.init.Normal(0.02))
+    encoder.finish_initialization(mx.cpu())
+    ids = mx.nd.array([[5, 6, 7, 8, 0, 0], [9, 10, 11, 0, 0, 0]])
+    other_padding = mx.nd.array([[5, 6, 7, 8, 40, 41], [9, 10, 11, 42, 43, 44]])
+    valid = mx.nd.array([4, 3])
+    first, second = (encoder(x, mx.nd.zeros_like(x), valid).asnumpy() for x in (ids, other_padding))
+    np.testing.assert_allclose(first[0, :4], second[0, :4], atol=1e-5)
+    np.testing.assert_allclose(first[1, :3], second[1, :3], atol=1e-5)
+    assert not np.allclose(first[0, 4:], second[0, 4:])           # the padded positions do see their inputs

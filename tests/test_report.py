@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ from bench.core.references import load_references
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_RUNS = REPO / "tests" / "fixtures" / "runs"
+COMMITTED_RUNS = REPO / "reports" / "runs"
 OUTPUTS = ("README.md", "results.csv", *report.FIGURES)
 
 
@@ -345,9 +347,13 @@ def test_a_folder_of_broken_runs_still_gives_a_report(tmp_path, capsys):
     assert report.main(["--runs", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
 
 
-def test_committed_reports_are_what_report_generates_without_runs(tmp_path):
-    markdown, table = report.build_report([], [], load_references(), tmp_path)
-    stale = "is stale: run `squad-bench report` (no --runs) to regenerate it"
+def test_committed_reports_are_what_report_generates_from_the_committed_runs():
+    """reports/ is `squad-bench report --runs reports/runs`: the measured runs kept in the repository
+    (docs/reports.md#the-committed-report), every published recipe nobody ran still "not run"."""
+    runs, skipped = report.collect_runs([COMMITTED_RUNS])
+    assert runs and not skipped
+    markdown, table = report.build_report(runs, skipped, load_references(), REPO / "reports")
+    stale = "is stale: run `squad-bench report --runs reports/runs` to regenerate it"
     assert (REPO / "reports" / "README.md").read_text(encoding="utf-8") == markdown, f"reports/README.md {stale}"
     assert (REPO / "reports" / "results.csv").read_text(encoding="utf-8") == table, f"reports/results.csv {stale}"
     assert all((REPO / "reports" / name).is_file() for name in report.FIGURES)
@@ -421,6 +427,18 @@ def _references_without_distillation(folder: Path, *extra_rows: str) -> Path:
         (folder / "extra.csv").write_text("\n".join((",".join(COLUMNS + OPTIONAL_COLUMNS),) + extra_rows) + "\n",
                                           encoding="utf-8")
     return folder
+
+
+def test_a_teacher_named_by_one_of_its_checkpoints_is_found(tmp_path):
+    """--teacher_path <run>/checkpoints/update_N (what benchmarks/distill.py passes) names the teacher's run."""
+    runs = tmp_path / "runs" / "distillation"
+    shutil.copytree(FIXTURE_RUNS / "distillation", runs)
+    record_file = runs / "distilbert_distilled" / "results.json"
+    record = json.loads(record_file.read_text(encoding="utf-8"))
+    record["distillation"]["teacher"] = "runs/distillation/teacher_bert_base/checkpoints/update_5"
+    record_file.write_text(json.dumps(record), encoding="utf-8")
+    [row] = table_under(_markdown(tmp_path / "out", runs), "### Our runs")
+    assert (row["Teacher"], _text(row["Teacher EM"]), row["Speed-up"]) == ("BERT base (uncased)", "80.50", "2.00×")
 
 
 def test_the_teacher_student_table_appears_only_with_distillation(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from bench.apps import speed
+from bench.apps.speed.figures import compare_frameworks
 from bench.apps.speed.orchestrate import parse_figures
 from bench.apps.speed.processes import HF_WORKER, child_environment
 from bench.apps.speed.tasks_gpu import task_gpu
@@ -23,6 +24,7 @@ from bench.apps.speed.tasks_inference import task_inference
 from bench.apps.speed.tasks_model import task_prepare_model
 from bench.backends.torch.cpu_training import CPU_TRAINING_ATTENTION, FastDropout, fast_dropout
 from bench.backends.torch.modeling import build_qa_model, load_tokenizer, resolve_model_source
+from bench.run.registry import unavailable_reason
 from tests.tiny_models import encode_qa_batch, make_tiny_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,10 +73,29 @@ def test_quick_run_writes_every_figure(quick_report):
         assert run["questions_per_s"] > 0 and 0 <= run["scores"]["f1"] <= 100
 
 
+def test_quick_run_times_both_backends_on_the_same_windows(quick_report):
+    """The frameworks figure: torch and MXNet through the backend contract, and their ratios; without MXNet
+    (and not required) it says how to install it."""
+    figure = json.loads((quick_report / "speed.json").read_text())["figures"]["frameworks"]
+    if unavailable_reason("mxnet") and os.environ.get("SQUAD_BENCH_REQUIRE_MXNET") != "1":
+        assert "install_mxnet.sh" in figure["skipped"]
+        return
+    assert "skipped" not in figure
+    for backend in ("torch", "mxnet"):
+        run = figure[backend]
+        assert run["training"]["samples"] == 3 * 8 and run["training"]["samples_per_s"] > 0
+        assert run["evaluation"]["windows"] == 32 and run["evaluation"]["windows_per_s"] > 0
+    assert "mxnet" in figure["mxnet"]["device"]
+    assert figure["ratios"]["training"] == round(figure["mxnet"]["training"]["samples_per_s"]
+                                                 / figure["torch"]["training"]["samples_per_s"], 3)
+    assert "frameworks/mxnet" in json.loads((quick_report / "speed.json").read_text())["figures"]["memory"]
+    assert "## 6. MXNet backend vs torch backend" in (quick_report / "speed.md").read_text()
+
+
 def test_quick_run_markdown_has_every_section(quick_report):
     markdown = (quick_report / "speed.md").read_text()
     for title in ("## 1. Inference", "## 2. Training", "## 3. Evaluation", "## 4. Post-processing",
-                  "## 5. Feature building", "## 6. Peak memory", "## GPU", "## The CPU's own limit: GEMM peak"):
+                  "## 5. Feature building", "## 7. Peak memory", "## GPU", "## The CPU's own limit: GEMM peak"):
         assert title in markdown
     assert "Baseline skipped" in markdown
 
@@ -107,6 +128,18 @@ def test_answer_agreement_counts_identical_and_normalized_answers():
     theirs = {"q1": "Eiffel Tower", "q2": "1889", "q3": "paris.", "q5": "only theirs"}
     assert speed.answer_agreement(ours, theirs) == {"questions": 3, "exact": round(1 / 3, 4), "normalized": 1.0}
     assert speed.answer_agreement({}, theirs) == {"questions": 0, "exact": None, "normalized": None}
+
+
+def test_compare_frameworks_takes_each_backends_fastest_repeat():
+    def result(backend, samples_per_s, windows_per_s):
+        return {"backend": backend, "device": backend, "batch_size": 8, "eval_batch_size": 16, "max_seq_length": 384,
+                "training": {"samples_per_s": samples_per_s}, "evaluation": {"windows_per_s": windows_per_s},
+                "peak_memory": {"kind": "rss", "bytes": samples_per_s}}
+    figure = compare_frameworks({"torch": [result("torch", 4.0, 10.0), result("torch", 5.0, 9.0)],
+                                 "mxnet": [result("mxnet", 4.0, 9.0), result("mxnet", 3.0, 8.0)]})
+    assert figure["ratios"] == {"training": 0.8, "evaluation": 0.9}
+    assert figure["torch"]["all_repeats"] == [[4.0, 10.0], [5.0, 9.0]]
+    assert figure["mxnet"]["peak_memory"]["bytes"] == 4.0
 
 
 def test_mfu_uses_six_flops_per_parameter_per_token():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 
 import pytest
@@ -10,6 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from bench.backends.torch.heads import MASKED_LOGIT  # noqa: E402
+from bench.core.families import get_family  # noqa: E402
 from bench.backends.torch.modeling import (ModelSourceError, QAModel, build_qa_model,  # noqa: E402
                                           inference_model, load_tokenizer, quantize_dynamic_int8,
                                           resolve_model_source)
@@ -282,7 +284,10 @@ def test_quantized_int8_model_stays_close_to_float32(tiny):
     model, tokenizer = tiny("bert", "basic")
     batch = encode_qa_batch(tokenizer, QUESTIONS, CONTEXTS)
     quantized = quantize_dynamic_int8(model)
-    assert isinstance(quantized.backbone.encoder.layer[0].attention.self.query, torch.ao.nn.quantized.dynamic.Linear)
+    layer = quantized.backbone.encoder.layer[0]
+    assert isinstance(layer.attention.self.query, torch.ao.nn.quantized.dynamic.Linear)
+    assert layer.attention.self.query.weight().qscheme() == torch.per_channel_affine
+    assert type(layer.output.dense) is torch.nn.Linear              # the feed-forward output stays float32
     expected, actual = model.predict(**batch), quantized.predict(**batch)
     candidates = batch["candidate_mask"]
     for name in ("start_logits", "end_logits"):
@@ -292,6 +297,23 @@ def test_quantized_int8_model_stays_close_to_float32(tiny):
     expected, actual = model.predict(**batch), quantize_dynamic_int8(model).predict(**batch)
     torch.testing.assert_close(actual["null_score"], expected["null_score"], atol=0.05, rtol=0.05)
     torch.testing.assert_close(actual["start_top_logit"], expected["start_top_logit"], atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "electra", "albert", "distilbert", "mobilebert"])
+def test_int8_keeps_exactly_the_feed_forward_outputs_in_float32(family, tiny):
+    """Each family's ffn_output_pattern names one Linear per feed-forward block (MobileBERT: its stacked
+    FFNs too), never an attention projection; every other backbone Linear is quantized."""
+    model, _ = tiny(family, "basic")
+    pattern = re.compile(get_family(family).ffn_output_pattern)
+    linears = [name for name, module in model.backbone.named_modules() if isinstance(module, torch.nn.Linear)]
+    kept = [name for name in linears if pattern.search(name)]
+    config = model.backbone.config
+    blocks = getattr(config, "n_layers", None) or (config.num_hidden_groups if family == "albert"
+                                                   else config.num_hidden_layers)
+    blocks *= getattr(config, "num_feedforward_networks", 1)
+    assert len(kept) == blocks and not any("attention" in name for name in kept), kept
+    quantized = dict(quantize_dynamic_int8(model).backbone.named_modules())
+    assert {name for name in linears if type(quantized[name]) is torch.nn.Linear} == set(kept)
 
 
 @pytest.mark.parametrize("head", ["basic", "conditional"])

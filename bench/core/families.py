@@ -10,6 +10,8 @@ A *family* is what a checkpoint's ``config.json`` calls its ``model_type`` (``be
 * the ``config.json`` key that counts independently parameterised layers (ALBERT: layer groups);
 * whether transformers' model class supports scaled-dot-product attention;
 * whether positions are numbered after the padding index (how long a window may be);
+* which Linear layers are the feed-forward blocks' output projections (``ffn_output_pattern``),
+  kept in float32 by ``--dtype int8``;
 * the name reports print;
 * for each backend, the module that builds the family's encoder there. A backend without an
   entry refuses the family with a message naming the backends that have one.
@@ -58,6 +60,10 @@ class ModelFamily:
     # stack of layers (the recurrent baselines); "" for the layered families. With a reason, every
     # non-embedding parameter is "layer 0" of a one-layer model and the flags are refused naming it.
     no_layers: str = ""
+    # Regex (re.search) over the backbone's module names (transformers' names) matching the Linear that reads
+    # the feed-forward activation (BERT's ``encoder.layer.N.output.dense``). Its input has the activation's
+    # outliers, which per-tensor int8 activations lose, so --dtype int8 keeps it float32 (docs/speed.md).
+    ffn_output_pattern: str = r"(^|\.)layer\.\d+\.output\.dense$"
     # Trained from scratch on word input: no pretrained checkpoint; the run script builds the model
     # folder (vocabulary, tokenizer, initial embeddings) from the training data (bench.run.word_model).
     from_scratch: bool = False
@@ -118,11 +124,12 @@ for _family in (
     # ALBERT shares one layer group's weights across its depth: its "layers" are the groups.
     ModelFamily("albert", "ALBERT", "bert", ("embeddings.", "encoder.embedding_hidden_mapping_in."),
                 r"encoder\.albert_layer_groups\.(\d+)\.", {"torch": _HF_TORCH, "mxnet": _GLUON},
-                num_layers_key="num_hidden_groups"),
+                num_layers_key="num_hidden_groups", ffn_output_pattern=r"\.ffn_output$"),
     ModelFamily("distilbert", "DistilBERT", "bert", ("embeddings.",), r"transformer\.layer\.(\d+)\.",
-                {"torch": _HF_TORCH, "mxnet": _GLUON}, num_layers_key="n_layers"),
+                {"torch": _HF_TORCH, "mxnet": _GLUON}, num_layers_key="n_layers", ffn_output_pattern=r"\.ffn\.lin2$"),
     ModelFamily("mobilebert", "MobileBERT", "bert", ("embeddings.",), _LAYER,
-                {"torch": _HF_TORCH, "mxnet": "bench.backends.mxnet.mobilebert"}),
+                {"torch": _HF_TORCH, "mxnet": "bench.backends.mxnet.mobilebert"},
+                ffn_output_pattern=r"(^|\.)layer\.\d+\.(ffn\.\d+\.)?output\.dense$"),
 ):
     register_family(_family)
 

@@ -15,7 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from bench.core.errors import BenchError
 
-__all__ = ["BACKENDS", "BackendUnavailable", "get_backend", "load_implementation"]
+__all__ = ["BACKENDS", "BackendUnavailable", "get_backend", "unavailable_reason", "load_implementation"]
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,25 @@ class BackendUnavailable(BenchError, RuntimeError):
     pass
 
 
-def get_backend(name: str):
-    """Import the backend registered as ``name`` and return its ``BACKEND`` (a ``Backend``)."""
+def unavailable_reason(name: str) -> str | None:
+    """Why the backend ``name`` cannot be loaded here (unknown, or a package missing, with the install
+    command), or None when it can; imports nothing, so a parent process can ask without loading a framework."""
     if name not in BACKENDS:
-        raise BackendUnavailable(f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        return f"unknown --backend {name!r}; choose one of {', '.join(BACKENDS)}"
     info = BACKENDS[name]
     for requirement in info.requires:
         if importlib.util.find_spec(requirement) is None:
-            raise BackendUnavailable(
-                f"--backend {name} needs the Python package {requirement!r}, which is not installed. "
-                f"Install it with: {info.install_hint}")
-    return importlib.import_module(info.module).BACKEND
+            return (f"--backend {name} needs the Python package {requirement!r}, which is not installed. "
+                    f"Install it with: {info.install_hint}")
+    return None
+
+
+def get_backend(name: str):
+    """Import the backend registered as ``name`` and return its ``BACKEND`` (a ``Backend``)."""
+    reason = unavailable_reason(name)
+    if reason:
+        raise BackendUnavailable(reason)
+    return importlib.import_module(BACKENDS[name].module).BACKEND
 
 
 def load_implementation(reference: str):

@@ -300,19 +300,22 @@ def _published_distillation_rows(ledger: Ledger, references: list[Reference]) ->
 
 
 def _teacher_group(student: Group, groups: list[Group]) -> Group | None:
-    """The run of the teacher a distilled group names (``distillation.teacher`` as given): a run folder
-    (or a file in it), or a model's hub id / registry name, on the student's version and evaluation set."""
+    """The run of the teacher a distilled group names (``distillation.teacher`` as given): a run folder,
+    a file in it, or one of its checkpoints (``<run>/checkpoints/update_N``), or a model's hub id / registry
+    name, on the student's version and evaluation set."""
     given = student.teacher
-    # the folder as given, or the folder of a checkpoint file in it; matched on its last path parts
-    tails = {Path(given).parts, Path(given).parent.parts} - {()}
+    folders = [Path(given), Path(given).parent]
+    if folders[1].name == "checkpoints":           # the run folder's checkpoints/ (bench.run.output_dir)
+        folders.append(folders[1].parent)
+    # matched on the last path parts of the folders as given
+    tails = {folder.parts for folder in folders} - {()}
     for group in groups:
         if group.teacher or group.version != student.version or group.eval_key != student.eval_key:
             continue
         if given in (group.model, str(group.runs[0].identity["source"])) or any(
                 r.folder.parts[-len(tail):] == tail for r in group.runs for tail in tails
                 if ".." not in tail and not Path(*tail).is_absolute()) or any(
-                Path(given).is_absolute() and os.path.abspath(r.folder) in (os.path.abspath(given),
-                                                                           os.path.dirname(os.path.abspath(given)))
+                Path(given).is_absolute() and os.path.abspath(r.folder) in {os.path.abspath(f) for f in folders}
                 for r in group.runs):
             return group
     return None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.apps.speed.measure import peak_memory
 from bench.apps.speed.tasks_cpu import task_cpu_peak
+from bench.apps.speed.tasks_frameworks import task_frameworks
 from bench.apps.speed.tasks_gpu import task_gpu
 from bench.apps.speed.tasks_inference import task_eval_full, task_inference
 from bench.apps.speed.tasks_model import task_prepare_model
@@ -19,7 +20,7 @@ from bench.core.io_utils import atomic_write_json
 
 TASKS = {"prepare_model": task_prepare_model, "inference": task_inference, "training": task_training,
          "eval_full": task_eval_full, "postprocess": task_postprocess, "features": task_features, "gpu": task_gpu,
-         "cpu_peak": task_cpu_peak}
+         "cpu_peak": task_cpu_peak, "frameworks": task_frameworks}
 
 
 def child_main(task: str, request_path: Path, result_path: Path) -> int:

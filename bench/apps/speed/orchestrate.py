@@ -9,10 +9,11 @@ from pathlib import Path
 
 from bench.apps.speed.baseline_env import ensure_hf_env, hf_versions
 from bench.apps.speed.common import GEMM_SIZE, MEASURED, MODES, SCHEMA, TARGETS, WINDOW, SpeedError
-from bench.apps.speed.figures import (best_runs, compare_inference, compare_postprocess, compare_training, memory_figure,
-                                      peak_fractions, training_dtypes)
+from bench.apps.speed.figures import (best_runs, compare_frameworks, compare_inference, compare_postprocess,
+                                      compare_training, memory_figure, peak_fractions, training_dtypes)
 from bench.apps.speed.processes import child_environment, restart_numbering, run_child, run_hf
 from bench.core.assets import shared_squad_dir
+from bench.run.registry import unavailable_reason
 
 
 def run_benchmark(args) -> dict:
@@ -56,7 +57,7 @@ def measure_figures(ctx: dict, selected: list[str], args) -> dict:
     probe = cpu_peak_probe(ctx)
     for name, measure in (("inference", figure_inference), ("training", figure_training),
                           ("eval_full", figure_eval_full), ("postprocess", figure_postprocess),
-                          ("features", figure_features)):
+                          ("features", figure_features), ("frameworks", figure_frameworks)):
         figures[name] = measure(ctx) if name in selected else {"skipped": "not selected (--figures)"}
     if ctx["model"]["device"] == "cuda":
         figures["gpu"] = run_child("gpu", {"data": ctx["data"], "compile": args.compile,
@@ -167,3 +168,22 @@ def figure_features(ctx: dict) -> dict:
                                   "repeats": ctx["settings"]["feature_repeats"],
                                   "questions": ctx["settings"]["feature_questions"], "cache_dir": str(ctx["work"] / "cache"),
                                   "family": ctx["model"]["family"], **WINDOW}, ctx["work"], ctx["env"])
+
+
+def figure_frameworks(ctx: dict) -> dict:
+    """The MXNet backend against the torch backend: the same model, windows and batches, float32 on the CPU,
+    each in its own process, alternating over the repeats (``tasks_frameworks``)."""
+    missing = unavailable_reason("mxnet")
+    if missing:
+        return {"skipped": f"MXNet is not installed ({missing})"}
+    if ctx["model"]["device"] != "cpu":
+        return {"skipped": "the mxnet pip wheel is CPU-only, so the backends are compared on the CPU only"}
+    settings = ctx["settings"]
+    request = {"model_dir": ctx["model"]["model_dir"], "data": ctx["data"]["train"], "batch_size": settings["train_batch"],
+               "warmup_steps": settings["train_warmup"], "steps": settings["train_steps"],
+               "eval_windows": settings["eval_windows"], **WINDOW}
+    runs = {"torch": [], "mxnet": []}
+    for _ in range(settings["repeats"]):
+        for backend, results in runs.items():
+            results.append(run_child("frameworks", {**request, "backend": backend}, ctx["work"], ctx["env"]))
+    return compare_frameworks(runs)

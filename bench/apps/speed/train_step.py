@@ -19,7 +19,7 @@ def train_steps(request: dict, features, *, dtype: str, padded: bool, pad_id: in
     warmup = request["warmup_steps"]
     config, steps = _build_steps(request, features, dtype=dtype, padded=padded, pad_id=pad_id,
                                  model_dir=model_dir or request["model_dir"], compile_backbone=compile_backbone)
-    updates = _plan(config, features, warmup + request["steps"])
+    updates = plan_updates(config, features, warmup + request["steps"])
     for index, micro_batches in enumerate(updates[:warmup]):
         steps.run_update(micro_batches, index)
     synchronize(device())
@@ -69,7 +69,7 @@ def _build_steps(request: dict, features, *, dtype: str, padded: bool, pad_id: i
     return config, steps
 
 
-def _plan(config, features, total: int) -> list:
+def plan_updates(config, features, total: int) -> list:
     """The first ``total`` updates of epoch 0 (each a list of micro-batches of window indices)."""
     import numpy as np
 

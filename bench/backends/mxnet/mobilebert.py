@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 
 from bench.backends.mxnet.compat import import_mxnet
-from bench.backends.mxnet.encoders import EncoderConfig
+from bench.backends.mxnet.encoders import EncoderConfig, key_padding_mask
 
 mx, _ = import_mxnet()
 from mxnet.gluon import HybridBlock, nn  # noqa: E402
@@ -124,12 +124,8 @@ class SelfAttention(HybridBlock):
         q, k, v = (self._split_heads(F, block(x)) for block, x in
                    ((self.query, query), (self.key, key), (self.value, value)))
         scores = F.batch_dot(q, k, transpose_b=True) * self._scale                  # (B*h, L, L)
-        # Keys a query may attend to, per (window, head, query position): the window's valid length.
-        steps = F.zeros_like(F.contrib.arange_like(query, axis=1))
-        lengths = F.broadcast_add(F.reshape(valid_length, shape=(-1, 1)), F.reshape(steps, shape=(1, -1)))
-        lengths = F.broadcast_axis(F.expand_dims(lengths, axis=1), axis=1, size=self._heads)
-        lengths = F.cast(F.reshape(lengths, shape=(-1, 0), reverse=True), dtype="int32")
-        probs = self.dropout(F.softmax(scores, length=lengths, use_length=True, axis=-1))
+        key_mask = key_padding_mask(F, valid_length, F.contrib.arange_like(query, axis=1), self._heads)
+        probs = self.dropout(F.softmax(scores + key_mask, axis=-1))
         context = F.reshape(F.batch_dot(probs, v), shape=(-4, -1, self._heads, 0, 0))  # (B, h, L, d)
         return F.reshape(F.transpose(context, axes=(0, 2, 1, 3)), shape=(0, 0, -1))
 

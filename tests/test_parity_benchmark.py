@@ -1,0 +1,40 @@
+"""``benchmarks/framework_parity.py``: its recipe is a valid run configuration on both backends, and its
+summary (medians, spreads, the median-F1 gap against the 1.0 goal) is computed as documented."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.core.flags import config_from_dict
+from benchmarks import framework_parity
+
+
+def test_the_recipe_is_the_float32_demo_recipe_and_valid_on_both_backends(tmp_path):
+    flags = framework_parity.recipe_flags(Path("train.json"), Path("dev.json"), Path("minilm"))
+    assert (flags["dtype"], flags["epochs"], flags["answer_windows_only"], flags["lr"]) == ("float32", 1.0, True, 3e-4)
+    for backend in ("torch", "mxnet"):
+        config = config_from_dict({**flags, "backend": backend, "seed": 1, "output_dir": str(tmp_path / backend)})
+        assert config.backend == backend and config.model_path == "minilm"
+
+
+def _record(seed: int, f1: float, samples_per_s: float = 4.0) -> dict:
+    return {"seed": seed, "metrics": {"fixed": {"exact_match": f1 - 14.0, "f1": f1}},
+            "timing": {"train_samples_per_second": samples_per_s}}
+
+
+def test_summary_reports_medians_spreads_and_the_gap():
+    torch_side = framework_parity.backend_summary([framework_parity.seed_result(_record(s, f1))
+                                                   for s, f1 in ((1, 53.76), (2, 55.61), (3, 55.14))])
+    mxnet_side = framework_parity.backend_summary([framework_parity.seed_result(_record(s, f1, 3.0))
+                                                   for s, f1 in ((1, 53.75), (2, 54.82), (3, 54.5))])
+    assert torch_side["f1"] == {"median": 55.14, "min": 53.76, "max": 55.61, "spread": 1.85}
+    assert mxnet_side["train_samples_per_s"] == 3.0
+    gap = framework_parity.compare({"torch": torch_side, "mxnet": mxnet_side})
+    assert gap == {"median_f1_torch_minus_mxnet": 0.64, "goal": 1.0, "within_goal": True}
+    assert framework_parity.compare({"torch": torch_side}) is None
+    assert not framework_parity.compare({"torch": torch_side, "mxnet": {**mxnet_side, "f1": {"median": 53.0}}})[
+        "within_goal"]
+
+
+def test_defaults_run_five_seeds_on_both_backends():
+    args = framework_parity.parse_args([])
+    assert (args.seeds, args.backends, args.out) == ("1,2,3,4,5", "torch,mxnet", "runs/parity")
