@@ -10,7 +10,7 @@ import numpy as np
 
 from bench.apps.speed.measure import clock, since
 from bench.apps.speed.qa_model import feature_params
-from bench.apps.speed.train_step import plan_updates
+from bench.apps.speed.train_step import plan_updates, time_updates
 
 
 def task_frameworks(request: dict) -> dict:
@@ -34,24 +34,13 @@ def task_frameworks(request: dict) -> dict:
     steps = session.training_steps(config, loaded, TrainingSetup(features=features, total_updates=len(updates),
                                                                  warmup_updates=0, output_dir=Path(".")))
     steps.begin()
-    training = _time_updates(steps, updates, request["warmup_steps"])
+    training = {**time_updates(steps, updates, request["warmup_steps"]),
+                "updates": len(updates) - request["warmup_steps"]}
     evaluation = _time_predict(session, config, loaded, features.select(np.arange(min(len(features), request["eval_windows"]))))
     session.close()
     return {"backend": request["backend"], "device": session.device_label, "training": training,
             "evaluation": evaluation, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
             "max_seq_length": config.max_seq_length}
-
-
-def _time_updates(steps, updates: list, warmup: int) -> dict:
-    for index, micro_batches in enumerate(updates[:warmup]):
-        steps.run_update(micro_batches, index)
-    tokens, start = 0, clock()
-    for index, micro_batches in enumerate(updates[warmup:], start=warmup):
-        tokens += steps.run_update(micro_batches, index).tokens
-    timing = since(start)
-    samples = sum(len(mb) for update in updates[warmup:] for mb in update)
-    return {**timing, "updates": len(updates) - warmup, "samples": samples,
-            "samples_per_s": round(samples / timing["wall_s"], 3), "real_tokens_per_s": round(tokens / timing["wall_s"], 1)}
 
 
 def _time_predict(session, config, loaded, windows) -> dict:

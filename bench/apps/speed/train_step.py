@@ -20,22 +20,28 @@ def train_steps(request: dict, features, *, dtype: str, padded: bool, pad_id: in
     config, steps = _build_steps(request, features, dtype=dtype, padded=padded, pad_id=pad_id,
                                  model_dir=model_dir or request["model_dir"], compile_backbone=compile_backbone)
     updates = plan_updates(config, features, warmup + request["steps"])
-    for index, micro_batches in enumerate(updates[:warmup]):
-        steps.run_update(micro_batches, index)
-    synchronize(device())
-    tokens, start = 0, clock()
-    for index, micro_batches in enumerate(updates[warmup:], start=warmup):
-        tokens += steps.run_update(micro_batches, index).tokens
-    synchronize(device())
-    timing = since(start)
-    samples = sum(len(mb) for update in updates[warmup:] for mb in update)
+    timing = time_updates(steps, updates, warmup, synchronize=lambda: synchronize(device()))
     return {**timing, "dtype": dtype, "batches": "padded to max_seq_length" if padded else "dynamic + length grouping",
-            "steps": len(updates) - warmup, "samples": samples,
-            "samples_per_s": round(samples / timing["wall_s"], 3),
-            "real_tokens_per_s": round(tokens / timing["wall_s"], 1),
+            "steps": len(updates) - warmup,
             "padded_tokens_per_s": round(_padded_tokens(features, updates[warmup:], steps.round_to)
                                          / timing["wall_s"], 1),
             "optimizer": _optimizer_kind(steps.optimizer)}
+
+
+def time_updates(steps, updates: list, warmup: int, synchronize=lambda: None) -> dict:
+    """Wall/CPU time, samples and real tokens of ``updates[warmup:]`` run by any backend's
+    ``TrainingSteps.run_update``, after the first ``warmup`` untimed (``synchronize``: wait for a GPU)."""
+    for index, micro_batches in enumerate(updates[:warmup]):
+        steps.run_update(micro_batches, index)
+    synchronize()
+    tokens, start = 0, clock()
+    for index, micro_batches in enumerate(updates[warmup:], start=warmup):
+        tokens += steps.run_update(micro_batches, index).tokens
+    synchronize()
+    timing = since(start)
+    samples = sum(len(mb) for update in updates[warmup:] for mb in update)
+    return {**timing, "samples": samples, "samples_per_s": round(samples / timing["wall_s"], 3),
+            "real_tokens_per_s": round(tokens / timing["wall_s"], 1)}
 
 
 def _build_steps(request: dict, features, *, dtype: str, padded: bool, pad_id: int, model_dir: str,
