@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from bench.core.postprocess import context_topk, ranking, sort_keys, window_search
+from bench.core.postprocess import context_topk, ranking, row_top, sort_keys, window_search
 from bench.core.data import Answer, SquadDataset, SquadExample
 from bench.core.features import FeatureParams, Features, build_features
 from bench.core.postprocess import (NO_SPAN_NA_PROB, NBest, PairGrid, SpanCandidates, candidates_from_logits,
@@ -575,6 +575,22 @@ def test_ranking_sort_fallback_for_wide_keys_agrees():
 
 
 # ------------------------------------------------------------------------------------------ sort keys
+@pytest.mark.parametrize("width", [1, 20, 128, 129, 200, 257, 400, 1000])
+def test_top_sorted_equals_the_tail_of_a_row_sort(width):
+    """Rows searched in parts (wider than 128) and directly; ties, NaN, -inf and padding."""
+    rng = np.random.default_rng(width)
+    floats = rng.standard_normal((40, width)).astype(np.float32)
+    floats[1, ::3], floats[2], floats[3, ::5] = np.nan, -np.inf, np.float32(1.5)
+    for values in (floats, rng.integers(0, 4, (40, width)).astype(np.uint32),
+                   rng.integers(0, 2**32, (40, width), dtype=np.uint32)):
+        for k in sorted({1, min(21, width), min(40, width), min(65, width), width}):
+            want = np.sort(values, axis=1)[:, width - k:]
+            assert np.array_equal(row_top.top_sorted(values, k), want, equal_nan=True), (values.dtype, k)
+    assert row_top.top_sorted(np.zeros((0, width), np.float32), 1).shape == (0, 1)
+    with pytest.raises(ValueError, match="k must be"):
+        row_top.top_sorted(floats, width + 1)
+
+
 def window_winners_by_definition(keys: np.ndarray, n_best_size: int) -> np.ndarray:
     """Flat indices, row-major, of the keys whose level (key without its column bits) is at least
     the row's n_best_size-th best key's level, and at least the lowest finite score's level."""
@@ -588,13 +604,15 @@ def window_winners_by_definition(keys: np.ndarray, n_best_size: int) -> np.ndarr
     return np.array(winners, dtype=np.int64)
 
 
-@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("seed", range(16))
 def test_window_winners_match_their_definition(seed):
     """Random scores with many invalid candidates, and integer scores whose ties overflow the
-    2 * n_best_size block (the np.flatnonzero fallback)."""
+    2 * n_best_size block (the np.flatnonzero fallback). Seeds 12-15 use grids of 12-20 x 12-20
+    candidates: rows wider than row_top's 128, searched in parts."""
     rng = np.random.default_rng(500 + seed)
-    n, k_start, k_end, n_best_size = int(rng.integers(1, 30)), int(rng.integers(1, 9)), int(rng.integers(1, 9)), \
-        int(rng.integers(1, 8))
+    k_low, k_high = (1, 9) if seed < 12 else (12, 21)
+    n, k_start, k_end, n_best_size = int(rng.integers(1, 30)), int(rng.integers(k_low, k_high)), \
+        int(rng.integers(k_low, k_high)), int(rng.integers(1, 8 if seed < 12 else 21))
     if seed % 2:
         start_logits, end_logits = (rng.integers(-2, 2, (n, k)).astype(np.float32) for k in (k_start, k_end))
     else:

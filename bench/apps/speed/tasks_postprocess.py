@@ -29,7 +29,7 @@ def _reference_comparison(request: dict) -> dict:
         from bench.core.data import load_squad
         data = str(Path(request["work"]) / "postprocess_subset.json")
         _write_squad_subset(subset(load_squad(request["data"]), request["questions"]), Path(data))
-    report = postprocess_compare.main(["--data", data, "--repeats", "1" if request["questions"] else "2",
+    report = postprocess_compare.main(["--data", data, "--repeats", "1" if request["questions"] else "3",
                                        "--max-seq-length", str(request["max_seq_length"]),
                                        "--doc-stride", str(request["doc_stride"])])
     return {k: v for k, v in report.items() if k != "all_runs"}

@@ -13,8 +13,8 @@ How it is vectorized
   shorter than the model's length); ``np.fmin`` with a +inf/-inf cap masks
   the non-context positions. Other layouts scatter the flat context flags
   into one (n, L) cap.
-* Top-k per window: one row-wise ``np.sort`` gives every window's k-th best
-  value; in a window whose k-th and (k+1)-th best differ, the values >= it
+* Top-k per window: the k + 1 best values of every row (``row_top``) give
+  every window's k-th best value; in a window whose k-th and (k+1)-th best differ, the values >= it
   are exactly the picks, already in position order. Only windows with a tie
   at the cut or fewer than k context tokens are redone with a stable sort,
   which keeps the lower positions.
@@ -22,6 +22,8 @@ How it is vectorized
 from __future__ import annotations
 
 import numpy as np
+
+from bench.core.postprocess.row_top import top_sorted
 
 __all__ = ["context_blocks", "context_top_k"]
 
@@ -107,15 +109,16 @@ def _top_positions(masked: np.ndarray, k: int, name: str) -> tuple[np.ndarray, n
     """Positions (n, k) int32 of the k best values per row, ascending, -1-padded at the end,
     and their values (-inf for padding). Ties go to the lower position; -inf is never picked."""
     n, width = masked.shape
-    ordered = np.sort(masked, axis=1)          # a SIMD row sort: cheaper than argpartition here
-    if n and not np.all(ordered[:, -1] < np.inf):     # NaN sorts last and fails the comparison
-        raise ValueError(f"{name} contains NaN or +inf")
     k_found = min(k, width)
-    kth_best = ordered[:, width - k_found]
+    # The k + 1 best of each row (row_top: cheaper than a whole row sort or argpartition).
+    best = top_sorted(masked, min(k_found + 1, width))
+    if n and not np.all(best[:, -1] < np.inf):        # NaN sorts last and fails the comparison
+        raise ValueError(f"{name} contains NaN or +inf")
+    kth_best = best[:, best.shape[1] - k_found]
     # A regular row has exactly k_found values >= its k-th best: a real pick, and no tie at the cut.
     regular = kth_best > _NEG_INF
     if k_found < width:
-        regular &= ordered[:, width - k_found - 1] < kth_best
+        regular &= best[:, 0] < kth_best
     threshold = np.where(regular, kth_best, np.float32(np.inf))          # no value passes +inf
     flat = np.flatnonzero(masked >= threshold[:, None])                  # row-major: positions ascending
     if k_found == k and np.all(regular):                                 # the common case: k picks per row
