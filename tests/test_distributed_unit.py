@@ -452,3 +452,12 @@ def test_rank0_run_log_is_complete_under_every_launcher(launcher, tiny_model, sa
     for record in RUN_LOG_RECORDS:
         assert record in log, f"{record!r} is missing from rank 0's run.log:\n{log}"
     assert "rank 1/2" not in log, log          # rank 0's log only
+
+
+@pytest.mark.parametrize("env, want", [({}, 1), ({"HOROVOD_LOCAL_SIZE": "4"}, 4), ({"OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, 2),
+                                       ({"LOCAL_WORLD_SIZE": "3"}, 3), ({"HOROVOD_LOCAL_SIZE": "x"}, 1),
+                                       ({"LOCAL_WORLD_SIZE": "0"}, 1)])
+def test_local_processes_read_from_the_launchers_environment(env, want):
+    from bench.run.distributed import local_processes
+
+    assert local_processes(env) == want

@@ -80,14 +80,48 @@ def _gluon_loss(model, nd: dict):
 
 
 # ---------------------------------------------------------------------------------------- compat
-def test_import_mxnet_restores_numpy_alias_and_openmp_threads():
+def test_import_mxnet_restores_numpy_alias():
     import numpy
 
     assert numpy.bool is bool
     assert compat.import_mxnet() == (mx, nlp)                      # imported once
     assert (mx.__version__, nlp.__version__) == (compat.MXNET_VERSION, compat.GLUONNLP_VERSION)
-    if not os.environ.get("OMP_NUM_THREADS") and len(os.sched_getaffinity(0)) > 1:
-        assert torch.get_num_threads() > 1, "mxnet's import left torch single-threaded"
+
+
+# Run in a fresh process: MXNet sizes its OpenMP teams once, when the library loads.
+THREADS_PROBE = """
+import json, os
+import torch
+torch.set_num_threads(2)
+from bench.backends.mxnet.compat import import_mxnet
+mx, _ = import_mxnet()
+mx.nd.ones((1,)).asnumpy()                              # the engine's worker threads exist now
+before = len(os.listdir("/proc/self/task"))
+x, w = mx.nd.ones((2048, 512)), mx.nd.ones((512, 512))
+mx.nd.FullyConnected(x, w, num_hidden=512, no_bias=True).asnumpy()
+print(json.dumps({"torch": torch.get_num_threads(), "env": os.environ.get("MXNET_OMP_MAX_THREADS"),
+                  "omp_helpers": len(os.listdir("/proc/self/task")) - before}))
+"""
+
+
+@pytest.mark.parametrize("local_size, want", [(None, "2"), ("2", "1")])
+def test_mxnet_operators_get_torchs_threads_shared_among_local_ranks(local_size, want):
+    """Without OMP_NUM_THREADS, MXNet alone would run every operator on half the processors (one
+    thread on 2 cores): its engine must get torch's 2 threads (an OpenMP helper thread appears
+    when the matmul runs), divided among a launcher's local processes, and torch keeps its 2."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MXNET_OMP_MAX_THREADS")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    if local_size:
+        env["HOROVOD_LOCAL_SIZE"] = local_size
+    out = subprocess.run([sys.executable, "-c", THREADS_PROBE], env=env, capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    probe = json.loads(out.strip().splitlines()[-1])
+    assert probe["torch"] == 2 and probe["env"] == want
+    assert (probe["omp_helpers"] > 0) == (want != "1"), probe
 
 
 def test_numpy_2_is_refused_with_the_install_hint(monkeypatch):
@@ -230,6 +264,33 @@ def test_hybridized_training_forward_and_backward(head, tiny_dirs, train_example
     without_grad = [name for name, param in model._collect_params_with_prefix().items()
                     if not np.abs(param.grad().asnumpy()).sum() > 0]
     assert without_grad == []
+
+
+def test_fused_inference_graph_predicts_the_same_and_training_after_it_is_unchanged(tiny_dirs, train_examples):
+    """predict_windows builds oneDNN-fused graphs on the CPU: the same scores as the plain graph, and
+    afterwards the encoder trains exactly as one that never predicted (same gradients)."""
+    from bench.backends.mxnet import inference
+    from bench.run.helpers import EvalBatching, predict_in_batches
+
+    torch_model, tokenizer, source = _torch_model(tiny_dirs["bert"], "basic")
+    params = FeatureParams(max_seq_length=128, max_query_length=32, doc_stride=64, input_style=source.input_style)
+    features = build_features(train_examples, tokenizer, params, is_training=True)
+    arrays = _first_batch(train_examples, tokenizer, source.input_style)
+    models = [_gluon_twin(torch_model, tiny_dirs["bert"], "basic") for _ in range(2)]
+    for model in models:
+        model.hybridize()
+    batching = EvalBatching(head="basic", batch_size=8, pad_id=tokenizer.pad_token_id)
+    fused = inference.predict_windows(models[0], features, np.arange(16), batching, ctx=mx.cpu())
+    plain = predict_in_batches(features, np.arange(16), lambda batch: models[1].predict(batch_to_nd(batch)), batching)
+    for name, values in fused.items():
+        assert np.allclose(values, plain[name], rtol=1e-6, atol=TOLERANCE), name
+    grads = []
+    for model in models:
+        with mx.autograd.record(train_mode=False):
+            loss = _gluon_loss(model, batch_to_nd(arrays))
+        loss.backward()
+        grads.append({name: param.grad().asnumpy() for name, param in model._collect_params_with_prefix().items()})
+    assert all(np.allclose(grads[0][name], grads[1][name], atol=1e-6) for name in grads[1])
 
 
 def test_gluon_weights_go_back_to_torch_names(tiny_dirs):

@@ -57,6 +57,17 @@ HOROVODRUN_HINT = ("horovodrun -np N -H localhost:N python -m bench.run_squad --
                    "(several machines: horovodrun -np 8 -H host1:4,host2:4 python -m bench.run_squad ...)")
 
 
+def local_processes(env: Mapping[str, str] | None = None) -> int:
+    """How many processes a launcher (horovodrun/mpirun, torchrun) started on this machine, from its
+    environment; 1 outside a launcher or when the value is unreadable (the world checks report that)."""
+    env = os.environ if env is None else env
+    for name in ("HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE"):
+        value = env.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
 class DistributedConfigError(BenchError, ValueError):
     """A launcher / flag combination that cannot work; the message says how to launch instead."""
 

@@ -15,7 +15,6 @@ One process, or one per GPU (or CPU slot) under horovodrun (``bench.backends.mxn
 from __future__ import annotations
 
 import logging
-import os
 import resource
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from bench.backends.mxnet.checkpoint import load_model_weights
-from bench.backends.mxnet.compat import import_mxnet, set_openmp_threads
+from bench.backends.mxnet.compat import import_mxnet
 from bench.backends.mxnet.dist import open_comm
 from bench.backends.mxnet.convert import (ConversionError, assign_params, base_model_state, convert_state,
                                          encoder_config_from_hf, hf_name_map, read_hf_config, read_safetensors)
@@ -177,9 +176,6 @@ class MxSession:
         self.comm = open_comm(self.world)
         self.rank, self.world_size, self.is_main = self.comm.rank, self.comm.world_size, self.comm.is_main
         self.launcher = self.world.launcher
-        if self.ctx.device_type == "cpu" and self.world.local_world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
-            # Processes sharing a machine's cores: oversubscribed OpenMP threads spin and stall each other.
-            set_openmp_threads(max(1, (os.cpu_count() or 1) // self.world.local_world_size))
         if config.compile and self.is_main:
             logger.warning("--compile is torch.compile; --backend mxnet always hybridizes its model instead")
         mx.random.seed(config.seed)     # the QA head's initialisation (rank 0's is broadcast before training)

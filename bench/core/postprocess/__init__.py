@@ -17,7 +17,8 @@ Pipeline
 3. ``postprocess`` ranks the candidates of all windows of a question together
    (``answers``: the rules; ``window_search``: each window's best valid pairs;
    ``ranking``: one sort of every question's spans and null entry; ``sort_keys``:
-   the uint32 keys both sort on). The result is a ``QAPredictions`` whose n-best
+   the uint32 keys both sort on; ``row_top``: the k best values of every row, which
+   the two per-window searches need instead of whole sorted rows). The result is a ``QAPredictions`` whose n-best
    lists are an ``NBest`` of flat columns (``predictions``).
 4. ``write_predictions`` writes predictions.json, nbest_predictions.json and
    na_prob.json (``predictions``).
