@@ -18,8 +18,8 @@ Pipeline
    (``answers``: the rules; ``window_search``: each window's best valid pairs;
    ``ranking``: one sort of every question's spans and null entry; ``sort_keys``:
    the uint32 keys both sort on; ``row_top``: the k best values of every row, which
-   the two per-window searches need instead of whole sorted rows). The result is a ``QAPredictions`` whose n-best
-   lists are an ``NBest`` of flat columns (``predictions``).
+   the two per-window searches need instead of whole sorted rows). The result is a
+   ``QAPredictions`` whose n-best lists are an ``NBest`` of flat columns (``predictions``).
 4. ``write_predictions`` writes predictions.json, nbest_predictions.json and
    na_prob.json (``predictions``).
 

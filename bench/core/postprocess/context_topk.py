@@ -14,10 +14,10 @@ How it is vectorized
   the non-context positions. Other layouts scatter the flat context flags
   into one (n, L) cap.
 * Top-k per window: the k + 1 best values of every row (``row_top``) give
-  every window's k-th best value; in a window whose k-th and (k+1)-th best differ, the values >= it
-  are exactly the picks, already in position order. Only windows with a tie
-  at the cut or fewer than k context tokens are redone with a stable sort,
-  which keeps the lower positions.
+  every window's k-th best value; in a window whose k-th and (k+1)-th best
+  differ, the values >= it are exactly the picks, already in position order.
+  Only windows with a tie at the cut or fewer than k context tokens are redone
+  with a stable sort, which keeps the lower positions.
 """
 from __future__ import annotations
 

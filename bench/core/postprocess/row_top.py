@@ -7,7 +7,8 @@ values inside vector registers, about 1.6 ns a value, but takes a slower path fo
 row are the ``k`` largest of the ``k`` largest of its parts, so a longer row is cut into equal
 parts of at most 128 values, each part sorted and cut to its ``k`` largest, and the survivors are
 searched again: 2.4-4x faster than ``np.sort`` for rows of 200-400 values and ``k`` of 21-40.
-Without SIMD sorting (numpy 1.26 on AVX2-only CPUs) the parts still mean fewer comparisons.
+Without SIMD sorting (numpy 1.26 on AVX2-only CPUs) the parts still mean fewer comparisons
+(not measured there).
 
 Values compare as ``np.sort`` orders them (NaN largest), and the result equals
 ``np.sort(values, axis=1)[:, -k:]`` exactly.
@@ -26,7 +27,7 @@ def top_sorted(values: np.ndarray, k: int) -> np.ndarray:
     n, c = values.shape
     if not 1 <= k <= c:
         raise ValueError(f"k must be in [1, {c}], got {k}")
-    while c > _FAST_ROW and k <= _FAST_ROW // 2:        # each pass at least halves the row
+    while c > _FAST_ROW and k <= _FAST_ROW // 2:        # a pass leaves at most c / 2 + 64 values
         parts = -(-c // _FAST_ROW)
         size = -(-c // parts)
         values = _padded(values, parts * size)
