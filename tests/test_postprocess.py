@@ -575,9 +575,11 @@ def test_ranking_sort_fallback_for_wide_keys_agrees():
 
 
 # ------------------------------------------------------------------------------------------ sort keys
+@pytest.mark.parametrize("simd_sort", [True, False])
 @pytest.mark.parametrize("width", [1, 20, 128, 129, 200, 257, 400, 1000])
-def test_top_sorted_equals_the_tail_of_a_row_sort(width):
-    """Rows searched in parts (wider than 128) and directly; ties, NaN, -inf and padding."""
+def test_top_block_holds_the_k_largest_and_the_asked_ranks_exactly(width, simd_sort):
+    """Both ways (parts sorted; np.partition): the same multiset as the tail of a row sort, and the
+    exact columns equal to it; ties, NaN, -inf and padding."""
     rng = np.random.default_rng(width)
     floats = rng.standard_normal((40, width)).astype(np.float32)
     floats[1, ::3], floats[2], floats[3, ::5] = np.nan, -np.inf, np.float32(1.5)
@@ -585,10 +587,24 @@ def test_top_sorted_equals_the_tail_of_a_row_sort(width):
                    rng.integers(0, 2**32, (40, width), dtype=np.uint32)):
         for k in sorted({1, min(21, width), min(40, width), min(65, width), width}):
             want = np.sort(values, axis=1)[:, width - k:]
-            assert np.array_equal(row_top.top_sorted(values, k), want, equal_nan=True), (values.dtype, k)
-    assert row_top.top_sorted(np.zeros((0, width), np.float32), 1).shape == (0, 1)
+            exact = tuple(sorted({0, k // 2, k - 1}))
+            got = row_top.top_block(values, k, exact, simd_sort=simd_sort)
+            assert np.array_equal(np.sort(got, axis=1), want, equal_nan=True), (values.dtype, k)
+            assert np.array_equal(got[:, list(exact)], want[:, list(exact)], equal_nan=True), (values.dtype, k)
+            assert not simd_sort or np.array_equal(got, want, equal_nan=True)
+    assert row_top.top_block(np.zeros((0, width), np.float32), 1, (0,), simd_sort=simd_sort).shape == (0, 1)
     with pytest.raises(ValueError, match="k must be"):
-        row_top.top_sorted(floats, width + 1)
+        row_top.top_block(floats, width + 1)
+    with pytest.raises(ValueError, match="exact columns"):
+        row_top.top_block(floats, 1, (1,))
+
+
+@pytest.mark.slow
+def test_full_dev_v2_matches_reference_loop_with_the_other_row_search(dev, monkeypatch):
+    """The whole pipeline with the row search numpy's dispatch did not pick on this CPU, too
+    (np.partition on CPUs with a SIMD sort, parts sorted on the others)."""
+    monkeypatch.setattr(row_top, "ROW_SORT_IS_SIMD", not row_top.ROW_SORT_IS_SIMD)
+    test_full_dev_v2_matches_reference_loop(dev)
 
 
 def window_winners_by_definition(keys: np.ndarray, n_best_size: int) -> np.ndarray:

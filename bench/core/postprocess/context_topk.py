@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.core.postprocess.row_top import top_sorted
+from bench.core.postprocess.row_top import top_block
 
 __all__ = ["context_blocks", "context_top_k"]
 
@@ -110,11 +110,12 @@ def _top_positions(masked: np.ndarray, k: int, name: str) -> tuple[np.ndarray, n
     and their values (-inf for padding). Ties go to the lower position; -inf is never picked."""
     n, width = masked.shape
     k_found = min(k, width)
-    # The k + 1 best of each row (row_top: cheaper than a whole row sort or argpartition).
-    best = top_sorted(masked, min(k_found + 1, width))
-    if n and not np.all(best[:, -1] < np.inf):        # NaN sorts last and fails the comparison
+    # The k + 1 best of each row, the k-th and (k+1)-th exact (row_top: cheaper than a row sort).
+    m = min(k_found + 1, width)
+    best = top_block(masked, m, exact=(0, m - k_found))
+    if n and not np.all(best.max(axis=1) < np.inf):    # NaN counts as largest and fails the comparison
         raise ValueError(f"{name} contains NaN or +inf")
-    kth_best = best[:, best.shape[1] - k_found]
+    kth_best = best[:, m - k_found]
     # A regular row has exactly k_found values >= its k-th best: a real pick, and no tie at the cut.
     regular = kth_best > _NEG_INF
     if k_found < width:

@@ -16,9 +16,9 @@ How it is vectorized
   key is its column alone, below every score's. The keys of a window are thus
   distinct, which matters: numpy 1.26's row sort runs about 4-5x slower on rows
   that are mostly one repeated value (as -inf for invalid pairs was). The
-  2 * n_best_size best keys of each window (``row_top``: rows of 400 keys in
-  parts of 100, each part on numpy's fast short-row sort) give the
-  ``n_best_size``-th best key; the candidates whose
+  2 * n_best_size best keys of each window (``row_top``: rows of 400 keys
+  sorted in parts of 100 on numpy's SIMD short-row sort, or partitioned where
+  numpy has no SIMD sort) give the ``n_best_size``-th best key; the candidates whose
   key, column bits dropped, reaches it go on: every one scoring at least the
   ``n_best_size``-th best score, and a few that tie with it up to those bits.
   Invalid pairs are zeroed by multiplying with the validity mask, far faster
@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 
 from bench.core.postprocess.candidates import PairGrid, SpanCandidates
-from bench.core.postprocess.row_top import top_sorted
+from bench.core.postprocess.row_top import top_block
 from bench.core.postprocess.sort_keys import LOWEST_FINITE_KEY, POS_INF_KEY, ascending_key, column_bits
 
 __all__ = ["Spans", "window_best_spans"]
@@ -175,8 +175,8 @@ def _window_winners(keys: np.ndarray, n_best_size: int) -> np.ndarray:
     bits = column_bits(c)
     width = min(c, 2 * n_best_size)
     if c > n_best_size:
-        block = top_sorted(keys, width)         # cheaper than a whole row sort or np.partition
-        top = block[:, -1]
+        block = top_block(keys, width, exact=(0, width - n_best_size))    # cheaper than a row sort
+        top = block.max(axis=1)
         cut = block[:, width - n_best_size] >> np.uint32(bits)
         np.maximum(cut, LOWEST_FINITE_KEY >> bits, out=cut)    # -inf and invalid candidates never qualify
     else:
