@@ -20,17 +20,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-
+from bench.apps.speed.common import WINDOW  # noqa: E402  (the speed figures' windows and answer settings)
 from bench.apps.speed.qa_model import feature_params, load_tokenizer  # noqa: E402
 from bench.apps.speed.tasks_inference import answer_questions, subset  # noqa: E402
+from bench.backends.torch.checkpoint import load_model_weights  # noqa: E402
 from bench.backends.torch.modeling import build_qa_model, quantize_dynamic_int8  # noqa: E402
 from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir, shared_squad_dir  # noqa: E402
 from bench.core.data import load_squad  # noqa: E402
+from bench.core.errors import BenchError  # noqa: E402
 from bench.core.scoring import evaluate  # noqa: E402
+from bench.run.checkpoints import MODEL_FILE  # noqa: E402
 from bench.run.model_source import resolve_model_folder  # noqa: E402
 
-WINDOW = {"max_seq_length": 384, "doc_stride": 128, "max_query_length": 64, "max_answer_length": 30, "n_best_size": 20}
 VARIANTS = {"int8, every Linear, per-tensor weights": {"per_channel": False, "keep_ffn_output": False},
             "int8, every Linear, per-channel weights": {"per_channel": True, "keep_ffn_output": False},
             "int8, feed-forward outputs float32, per-tensor weights": {"per_channel": False, "keep_ffn_output": True},
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"int8 benchmark: needs all-MiniLM-L6-v2 ({MINILM_INSTALL_HINT}) and ../shared/data/squad")
     torch.set_num_threads(args.threads)
     model = build_qa_model(resolve_model_folder("all_minilm_l6_v2", str(minilm)), head="basic", dropout=0.1)
-    model.load_state_dict(load_file(str(Path(args.checkpoint) / "model.safetensors")))
+    load_model_weights(model, Path(args.checkpoint) / MODEL_FILE, label=f"--checkpoint {args.checkpoint}")
     model.eval()
     tokenizer = load_tokenizer(str(minilm))
     dataset = subset(load_squad(str(squad / "xquad.en.json.gz")), args.questions)
@@ -75,4 +76,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except BenchError as exc:                # a bad --checkpoint: one line, no traceback
+        raise SystemExit(str(exc)) from None

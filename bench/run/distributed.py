@@ -61,7 +61,7 @@ def local_processes(env: Mapping[str, str] | None = None) -> int:
     """How many processes a launcher (horovodrun/mpirun, torchrun) started on this machine, from its
     environment; 1 outside a launcher or when the value is unreadable (the world checks report that)."""
     env = os.environ if env is None else env
-    for name in ("HOROVOD_LOCAL_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE"):
+    for name in (HOROVOD_VARS[3], OMPI_VARS[3], TORCHRUN_VARS[3]):       # the launchers' local sizes
         value = env.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
