@@ -4,6 +4,7 @@ default dtype, the demo's reason for float32, the emulated-bfloat16 warning of a
 CPU only; no test asserts a timing."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -108,6 +109,13 @@ def test_non_x86_text_says_its_flags_are_unknown():
 def test_this_machine_is_read_once():
     assert cpu.detect_cpu() is cpu.detect_cpu()
     assert cpu.detect_cpu().cores_available >= 1
+
+
+@pytest.mark.parametrize("cores, processes, want", [(8, 1, 8), (8, 2, 4), (8, 3, 2), (2, 4, 1), (2, 0, 2)])
+def test_threads_per_process_share_the_available_cores(monkeypatch, cores, processes, want):
+    fake = dataclasses.replace(abilities(EPYC_AVX2), cores_available=cores)
+    monkeypatch.setattr(cpu, "detect_cpu", lambda cpuinfo_text=None: fake)
+    assert cpu.threads_per_process(processes) == want
 
 
 # ------------------------------------------------------------------------------------ the dtype choice

@@ -293,6 +293,19 @@ def test_fused_inference_graph_predicts_the_same_and_training_after_it_is_unchan
     assert all(np.allclose(grads[0][name], grads[1][name], atol=1e-6) for name in grads[1])
 
 
+@pytest.mark.parametrize("hybridized", [True, False])
+def test_fused_inference_leaves_the_encoder_as_it_found_it(hybridized, tiny_dirs):
+    from bench.backends.mxnet import inference
+
+    torch_model, _, _ = _torch_model(tiny_dirs["bert"], "basic")
+    model = _gluon_twin(torch_model, tiny_dirs["bert"], "basic")
+    if hybridized:
+        model.hybridize()
+    with inference.fused_for_inference(model, mx.cpu()):
+        assert model.backbone._active
+    assert model.backbone._active is hybridized
+
+
 def test_gluon_weights_go_back_to_torch_names(tiny_dirs):
     torch_model, _, _ = _torch_model(tiny_dirs["albert"], "conditional")
     state = {name: value.numpy() for name, value in torch_model.state_dict().items()}

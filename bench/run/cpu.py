@@ -94,6 +94,12 @@ def _parse(text: str, fallback_model: str) -> CpuAbilities:
                         cores_available=cores, logical_cpus=os.cpu_count() or cores)
 
 
+def threads_per_process(local_processes: int) -> int:
+    """The cores this process may use, shared evenly among the ``local_processes`` processes a launcher
+    started on this machine (at least one): oversubscribed OpenMP threads spin and stall each other."""
+    return max(1, detect_cpu().cores_available // max(1, local_processes))
+
+
 def describe_cpu(record: dict) -> str:
     """One line for logs and speed.md from an ``as_record()`` dict (e.g. read back from a JSON file)."""
     cores = f"{record['cores_available']} of {record['logical_cpus']} logical CPUs available"

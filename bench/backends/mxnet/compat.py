@@ -102,9 +102,12 @@ def _give_mxnet_the_threads() -> None:
     (oversubscribed OpenMP threads spin and stall each other)."""
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MXNET_OMP_MAX_THREADS"):
         return
-    from bench.run.cpu import detect_cpu
+    from bench.run.cpu import threads_per_process
     from bench.run.distributed import local_processes
 
     torch = sys.modules.get("torch")
-    threads = torch.get_num_threads() if hasattr(torch, "get_num_threads") else detect_cpu().cores_available
-    os.environ["MXNET_OMP_MAX_THREADS"] = str(max(1, threads // local_processes()))
+    if hasattr(torch, "get_num_threads"):        # e.g. squad-bench speed --threads: both frameworks alike
+        threads = max(1, torch.get_num_threads() // local_processes())
+    else:
+        threads = threads_per_process(local_processes())
+    os.environ["MXNET_OMP_MAX_THREADS"] = str(threads)

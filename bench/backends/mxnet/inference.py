@@ -40,14 +40,15 @@ def predict_windows(model, features: Features, indices: np.ndarray, batching: Ev
 @contextlib.contextmanager
 def fused_for_inference(model, ctx):
     """On the CPU: ``model``'s encoder (its ``backbone``, nearly all the work) hybridized with the
-    oneDNN subgraph backend inside, plainly hybridized again on the way out (re-hybridizing drops the
-    cached graphs, which are rebuilt on next use). A HybridBlock passes ``backend`` to no child, so it
-    is set on the encoder itself."""
+    oneDNN subgraph backend inside, and as before on the way out: plainly hybridized, or imperative
+    (re-hybridizing drops the cached graphs, which are rebuilt on next use). A HybridBlock passes
+    ``backend`` to no child, so it is set on the encoder itself."""
     if ctx.device_type != "cpu":
         yield
         return
+    was_hybridized = model.backbone._active     # gluon keeps no public flag for it
     model.backbone.hybridize(backend=CPU_INFERENCE_BACKEND)
     try:
         yield
     finally:
-        model.backbone.hybridize()
+        model.backbone.hybridize(active=was_hybridized)

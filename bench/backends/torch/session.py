@@ -21,7 +21,7 @@ from bench.backends.torch.modeling import build_qa_model, inference_model, load_
 from bench.backends.torch.steps import TorchSteps, load_for_eval
 from bench.core.losses import loss_setting
 from bench.run.backend import LoadedModel, TrainingSetup
-from bench.run.cpu import warn_if_emulated_bf16
+from bench.run.cpu import threads_per_process, warn_if_emulated_bf16
 from bench.run.distributed import detect_world, eval_shard
 from bench.run.helpers import EvalBatching, progress_factory
 from bench.run.record import RunFacts, hardware_info, library_versions
@@ -56,8 +56,7 @@ class TorchSession:
         self.comm = init_comm(self.world)
         self.device = self.comm.device
         if self.device.type == "cpu" and self.world.local_world_size > 1 and "OMP_NUM_THREADS" not in os.environ:
-            # Processes sharing a machine's cores: oversubscribed OpenMP threads spin and stall each other.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // self.world.local_world_size))
+            torch.set_num_threads(threads_per_process(self.world.local_world_size))
         torch.manual_seed(config.seed + self.comm.rank)
         np.random.seed(config.seed)
         self.rank, self.world_size, self.is_main = self.comm.rank, self.comm.world_size, self.comm.is_main

@@ -152,11 +152,10 @@ def context_top_k(logits: np.ndarray, blocks, k: int, name: str) -> tuple[np.nda
     n = logits.shape[0]
     positions, values = np.full((n, k), -1, dtype=np.int32), np.full((n, k), _NEG_INF, dtype=np.float32)
     for rows, cap in blocks:
-        masked = logits[rows, :cap.shape[1]]
-        if not isinstance(rows, np.ndarray):
-            masked = masked.copy()          # a slice is a view: keep the caller's logits intact
+        block = logits[rows, :cap.shape[1]]
         # fmin with the cap keeps a context logit, NaN turned +inf so it still raises below, and
-        # makes every other position -inf; a SIMD op, much faster than np.where.
-        np.fmin(masked, cap, out=masked)
+        # makes every other position -inf; a SIMD op, much faster than np.where. A slice is a view
+        # of the caller's logits, so fmin writes a new array; a fancy-indexed block is already a copy.
+        masked = np.fmin(block, cap, out=block if isinstance(rows, np.ndarray) else None)
         positions[rows], values[rows] = _top_positions(masked, k, name)
     return positions, values
