@@ -9,8 +9,9 @@ both run float32) on the first 10 articles of SQuAD v2.0 train, evaluated on XQu
 (>= 3), through the real CLI (``python -m bench.cli run --backend ...``), one process per run, into
 ``<out>/<backend>/seed<N>``. It prints and writes ``<out>/parity_results.json``: per backend EM/F1 per
 seed, their median and spread (min..max), training samples/s; and the gap of the median F1s (goal:
-within 1.0). Finished runs are reused, so an interrupted benchmark resumes, and two invocations with
-``--backends torch`` and ``--backends mxnet`` may run side by side (``OMP_NUM_THREADS=1`` each).
+within 1.0). Finished runs of the same flags are reused, so an interrupted benchmark resumes (runs of an
+older recipe are run again), and two invocations with ``--backends torch`` and ``--backends mxnet`` may
+run side by side (``OMP_NUM_THREADS=1`` each).
 
 The committed report reads such runs' ``results.json`` (docs/mxnet.md#measured-parity-on-a-real-model):
 ``squad-bench report --runs reports/runs``.

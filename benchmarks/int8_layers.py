@@ -2,7 +2,8 @@
 
     python benchmarks/int8_layers.py --checkpoint runs/demo_fp32/run/checkpoints/update_295 [--questions 1190]
 
-Evaluates a checkpoint of the demo (all-MiniLM-L6-v2, basic head) on XQuAD-en (1,190 SQuAD 1.1 dev
+Evaluates a checkpoint of the demo (all-MiniLM-L6-v2, basic head; the float32 demo writes ``update_589``
+since 2026-12-07, ``update_295`` before) on XQuAD-en (1,190 SQuAD 1.1 dev
 questions; the first ``--questions``) with 384-token windows, in float32 and in four dynamic-int8
 variants of ``bench.backends.torch.modeling.quantize_dynamic_int8``: weight scales per tensor or per
 output channel, every backbone Linear quantized or the feed-forward output projections kept float32

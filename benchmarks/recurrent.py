@@ -11,7 +11,8 @@ puts MiniLM-L6 beside them: the results.json of a run by the demo's recipe (``--
 ``bench.apps.demo.DEMO_FLAGS`` made here. Printed per model: EM, F1, parameters, training time and the
 CPU questions/s of the XQuAD-en evaluation (features built before the clock starts). Everything runs
 through the real CLI (``python -m bench.cli run``), one process per model; a folder that already holds
-a finished run is reused. Results: ``<out>/recurrent_results.json`` and a Markdown table on stdout.
+a finished run of the same flags is reused. Results: ``<out>/recurrent_results.json`` and a Markdown table
+on stdout.
 """
 from __future__ import annotations
 

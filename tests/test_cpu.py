@@ -199,10 +199,10 @@ def test_demo_picks_its_recipe_by_the_cpus_bf16_and_prints_it(fake_cpu, monkeypa
         assert demo.main(["--output_dir", str(tmp_path)]) == 3
         config = stop.configs[-1]
         (recipe,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recipe: ")]
-        chosen[name] = (config.dtype, config.epochs, config.answer_windows_only, config.lr, recipe)
-    assert chosen["avx2"] == ("float32", 1.0, True, 3e-4,
-                              "recipe: float32 CPU (1 epoch over the answer windows, lr 3e-4)")
-    assert chosen["amx"] == ("bfloat16", 1.5, False, 2e-4, "recipe: bfloat16 (1.5 epochs, every window)")
+        chosen[name] = (config.dtype, config.epochs, config.answer_windows_only, config.batch_size, config.lr, recipe)
+    assert chosen["avx2"] == ("float32", 1.0, True, 8, 2e-4,
+                              "recipe: float32 CPU (1 epoch over the answer windows, batches of 8)")
+    assert chosen["amx"] == ("bfloat16", 1.5, False, 16, 2e-4, "recipe: bfloat16 (1.5 epochs, every window)")
     fake_cpu(XEON_AMX)                      # an explicit float32 on a bf16 CPU gets the float32 recipe
     assert demo.main(["--output_dir", str(tmp_path), "--dtype", "float32", "--epochs", "2", "--lr", "1e-4"]) == 3
     config = stop.configs[-1]

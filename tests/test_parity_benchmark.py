@@ -2,15 +2,17 @@
 summary (medians, spreads, the median-F1 gap against the 1.0 goal) is computed as documented."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from bench.core.flags import config_from_dict
+from bench.core.flags import config_from_dict, config_to_dict
 from benchmarks import framework_parity
 
 
 def test_the_recipe_is_the_float32_demo_recipe_and_valid_on_both_backends(tmp_path):
     flags = framework_parity.recipe_flags(Path("train.json"), Path("dev.json"), Path("minilm"))
-    assert (flags["dtype"], flags["epochs"], flags["answer_windows_only"], flags["lr"]) == ("float32", 1.0, True, 3e-4)
+    assert (flags["dtype"], flags["epochs"], flags["answer_windows_only"], flags["batch_size"], flags["lr"]) == \
+        ("float32", 1.0, True, 8, 2e-4)
     for backend in ("torch", "mxnet"):
         config = config_from_dict({**flags, "backend": backend, "seed": 1, "output_dir": str(tmp_path / backend)})
         assert config.backend == backend and config.model_path == "minilm"
@@ -38,3 +40,21 @@ def test_summary_reports_medians_spreads_and_the_gap():
 def test_defaults_run_five_seeds_on_both_backends():
     args = framework_parity.parse_args([])
     assert (args.seeds, args.backends, args.out) == ("1,2,3,4,5", "torch,mxnet", "runs/parity")
+
+
+def test_a_finished_run_is_reused_only_with_the_flags_asked_for(tmp_path, monkeypatch):
+    """The committed parity runs were trained in batches of 16 at lr 3e-4: asked for today's recipe, the
+    benchmark runs them again instead of passing them off as today's."""
+    from benchmarks import cli_runs
+
+    flags = {**framework_parity.recipe_flags(Path("train.json"), Path("dev.json"), Path("minilm")),
+             "backend": "torch", "seed": 1, "output_dir": str(tmp_path)}
+    recorded = config_to_dict(config_from_dict(flags))
+    (tmp_path / "results.json").write_text(json.dumps({"hyperparameters": {**recorded, "batch_size": 16, "lr": 3e-4}}))
+    commands = []
+    monkeypatch.setattr(cli_runs, "squad_bench", lambda *argv, benchmark: commands.append(argv) or
+                        (tmp_path / "results.json").write_text(json.dumps({"hyperparameters": recorded})))
+    assert cli_runs.changed_flags(flags, {**recorded, "batch_size": 16, "lr": 3e-4}) == [
+        "--batch_size 16 -> 8", "--lr 0.0003 -> 0.0002"]
+    assert cli_runs.run(flags, benchmark="parity") == {"hyperparameters": recorded} and len(commands) == 1
+    assert cli_runs.run(flags, benchmark="parity") == {"hyperparameters": recorded} and len(commands) == 1
