@@ -33,9 +33,10 @@ def run(flags: dict, *, benchmark: str) -> dict:
     run of the same flags)."""
     results = Path(flags["output_dir"]) / "results.json"
     if results.is_file():
-        changed = changed_flags(flags, json.loads(results.read_text(encoding="utf-8"))["hyperparameters"])
+        record = json.loads(results.read_text(encoding="utf-8"))
+        changed = changed_flags(flags, record["hyperparameters"])
         if not changed:
-            return json.loads(results.read_text(encoding="utf-8"))
+            return record
         print(f"+ {results.parent}: finished with other flags ({', '.join(changed)}); running again", flush=True)
     squad_bench("run", *flags_to_argv({**flags, "overwrite_output_dir": True}), benchmark=benchmark)
     return json.loads(results.read_text(encoding="utf-8"))

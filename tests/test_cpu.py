@@ -116,6 +116,7 @@ def test_threads_per_process_share_the_available_cores(monkeypatch, cores, proce
     fake = dataclasses.replace(abilities(EPYC_AVX2), cores_available=cores)
     monkeypatch.setattr(cpu, "detect_cpu", lambda cpuinfo_text=None: fake)
     assert cpu.threads_per_process(processes) == want
+    assert cpu.threads_per_process(processes, threads=cores) == want     # a given count (torch's) shares alike
 
 
 # ------------------------------------------------------------------------------------ the dtype choice

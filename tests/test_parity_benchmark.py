@@ -50,11 +50,12 @@ def test_a_finished_run_is_reused_only_with_the_flags_asked_for(tmp_path, monkey
     flags = {**framework_parity.recipe_flags(Path("train.json"), Path("dev.json"), Path("minilm")),
              "backend": "torch", "seed": 1, "output_dir": str(tmp_path)}
     recorded = config_to_dict(config_from_dict(flags))
-    (tmp_path / "results.json").write_text(json.dumps({"hyperparameters": {**recorded, "batch_size": 16, "lr": 3e-4}}))
+    old_recipe = {**recorded, "batch_size": 16, "lr": 3e-4}
+    (tmp_path / "results.json").write_text(json.dumps({"hyperparameters": old_recipe}))
     commands = []
     monkeypatch.setattr(cli_runs, "squad_bench", lambda *argv, benchmark: commands.append(argv) or
                         (tmp_path / "results.json").write_text(json.dumps({"hyperparameters": recorded})))
-    assert cli_runs.changed_flags(flags, {**recorded, "batch_size": 16, "lr": 3e-4}) == [
+    assert cli_runs.changed_flags(flags, old_recipe) == [
         "--batch_size 16 -> 8", "--lr 0.0003 -> 0.0002"]
     assert cli_runs.run(flags, benchmark="parity") == {"hyperparameters": recorded} and len(commands) == 1
     assert cli_runs.run(flags, benchmark="parity") == {"hyperparameters": recorded} and len(commands) == 1

@@ -94,10 +94,12 @@ def _parse(text: str, fallback_model: str) -> CpuAbilities:
                         cores_available=cores, logical_cpus=os.cpu_count() or cores)
 
 
-def threads_per_process(local_processes: int) -> int:
-    """The cores this process may use, shared evenly among the ``local_processes`` processes a launcher
-    started on this machine (at least one): oversubscribed OpenMP threads spin and stall each other."""
-    return max(1, detect_cpu().cores_available // max(1, local_processes))
+def threads_per_process(local_processes: int, threads: int | None = None) -> int:
+    """``threads`` (default: the cores this process may use) shared evenly among the ``local_processes``
+    processes a launcher started on this machine, at least one each: oversubscribed OpenMP threads spin
+    and stall each other."""
+    threads = detect_cpu().cores_available if threads is None else threads
+    return max(1, threads // max(1, local_processes))
 
 
 def describe_cpu(record: dict) -> str:

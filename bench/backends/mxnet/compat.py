@@ -105,9 +105,6 @@ def _give_mxnet_the_threads() -> None:
     from bench.run.cpu import threads_per_process
     from bench.run.distributed import local_processes
 
-    torch = sys.modules.get("torch")
-    if hasattr(torch, "get_num_threads"):        # e.g. squad-bench speed --threads: both frameworks alike
-        threads = max(1, torch.get_num_threads() // local_processes())
-    else:
-        threads = threads_per_process(local_processes())
-    os.environ["MXNET_OMP_MAX_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")       # torch's count, e.g. squad-bench speed --threads: both frameworks alike
+    torch_threads = torch.get_num_threads() if hasattr(torch, "get_num_threads") else None
+    os.environ["MXNET_OMP_MAX_THREADS"] = str(threads_per_process(local_processes(), torch_threads))
