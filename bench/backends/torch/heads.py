@@ -15,8 +15,8 @@ is_impossible) -> (B,)`` for training and ``predict(hidden, candidate_mask, star
     A 2-layer bidirectional LSTM (hidden size H per direction, dropout 0.2 between the layers:
     ``bench.core.heads.BILSTM_LAYERS``/``BILSTM_LAYER_DROPOUT``) over the encoder's last hidden
     states -> Dropout -> Linear(2H, 2): start/end logits, loss and post-processing as ``basic``.
-    The LSTM runs over each window's valid tokens only (a packed sequence of the attention-mask
-    lengths), so padding never reaches a real position, in the backward direction either; padded
+    The LSTM runs over each window's valid tokens only (``bench.backends.torch.rnn``: the backward
+    direction starts at the last real token), so padding never reaches a real position; padded
     positions output zeros. The LSTM keeps torch's initialisation (uniform +-1/sqrt(H)).
 ``conditional`` (default; GluonNLP ``ModelForQAConditionalV1``, ALBERT/XLNet style)
     log p(start) from Dense(1); log p(end | start) from Dense(H, tanh) -> LayerNorm ->
@@ -38,10 +38,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from bench.backends.torch.cpu_training import FastDropout
 from bench.backends.torch.losses import position_loss
+from bench.backends.torch.rnn import lstm_within_lengths
 from bench.core import heads as head_registry
 
 __all__ = ["MASKED_LOGIT", "BasicHead", "BiLSTMHead", "ConditionalHead", "masked_log_softmax"]
@@ -136,8 +136,7 @@ class BiLSTMHead(BasicHead):
         (all of them when None); zeros at padded positions."""
         if valid_length is None:
             return self.lstm(hidden)[0]
-        packed = pack_padded_sequence(hidden, valid_length.long().cpu(), batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=hidden.size(1))[0]
+        return lstm_within_lengths(self.lstm, hidden, valid_length)
 
 
 class ConditionalHead(nn.Module):

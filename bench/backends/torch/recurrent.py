@@ -27,8 +27,8 @@ from types import SimpleNamespace
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from bench.backends.torch.rnn import lstm_within_lengths
 from bench.core.word_vocab import EMBEDDING_KEY
 from bench.run.model_source import ModelFolder, ModelSourceError
 
@@ -89,7 +89,8 @@ def masked_max(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------- blocks
 class BiLSTM(nn.Module):
-    """A bidirectional LSTM over left-aligned padded sequences (packed, so padding never enters the states)."""
+    """A bidirectional LSTM over left-aligned padded sequences, each read up to its length
+    (``lstm_within_lengths``), so padding never enters the states."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0):
         super().__init__()
@@ -97,9 +98,7 @@ class BiLSTM(nn.Module):
                             dropout=dropout if num_layers > 1 else 0.0)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        return pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.size(1))[0]
+        return lstm_within_lengths(self.lstm, x, mask.sum(1).clamp(min=1))
 
 
 class Highway(nn.Module):
