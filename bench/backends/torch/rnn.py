@@ -8,20 +8,25 @@ LSTM (H = 32) over a batch of 8 x 128 steps, forward and backward: 86 ms packed,
 Each direction of each layer is one single-layer call of the fused kernel over padded steps (the
 ``nn.LSTM``'s own parameters, so checkpoints and names do not change). The forward direction reads a
 sequence's padding only after its real steps, so the real positions never see it. The backward
-direction runs over the steps reversed *within* each length (``_within_length_reversal``): it starts at the
-last real step, the padding again comes last, and its output is reversed back the same way.
+direction runs over the steps reversed *within* each length (a permutation that is its own inverse):
+it starts at the last real step, the padding again comes last, and its output is reversed back the
+same way.
 Padded positions of the result are zero, as ``pad_packed_sequence`` leaves them. Dropout between
 layers, as ``nn.LSTM`` applies it (training only, not after the last layer). The MXNet backend's
 ``BiLSTM`` (``bench.backends.mxnet.heads``) does the same with ``SequenceReverse``.
 
 float16 on the CPU (``--dtype float16`` there) runs the LSTM in float32: oneDNN has no float16 LSTM
 on these CPUs ("could not create a primitive descriptor"), with packed sequences as without them.
+
+On a GPU the packed sequence stays: cuDNN reads it natively, and per-direction calls would have it
+copy the weights into one buffer at every call (the "not part of single contiguous chunk" warning).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 __all__ = ["lstm_within_lengths"]
 
@@ -31,7 +36,10 @@ def lstm_within_lengths(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tens
     sequence's states over its first ``lengths[b]`` steps, zeros after them."""
     if not lstm.batch_first or lstm.proj_size:
         raise ValueError("lstm_within_lengths needs a batch_first nn.LSTM without projections")
-    if _float16_on_cpu(inputs):
+    if inputs.device.type != "cpu":
+        packed = pack_padded_sequence(inputs, lengths.long().cpu(), batch_first=True, enforce_sorted=False)
+        return pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=inputs.size(1))[0]
+    if _float16(inputs):
         with torch.autocast("cpu", enabled=False):
             return lstm_within_lengths(lstm, inputs.float(), lengths)
     steps = torch.arange(inputs.size(1), device=inputs.device)
@@ -50,10 +58,8 @@ def lstm_within_lengths(lstm: nn.LSTM, inputs: torch.Tensor, lengths: torch.Tens
     return states * real[..., None].to(states.dtype)
 
 
-def _float16_on_cpu(inputs: torch.Tensor) -> bool:
+def _float16(inputs: torch.Tensor) -> bool:
     """Whether the LSTM would run in float16 on the CPU: float16 inputs, or float16 CPU autocast."""
-    if inputs.device.type != "cpu":
-        return False
     autocast_half = torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.float16
     return inputs.dtype == torch.float16 or autocast_half
 
