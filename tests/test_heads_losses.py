@@ -27,7 +27,7 @@ from bench.core.heads import get_head  # noqa: E402
 from bench.core.losses import LossSetting, get_loss, loss_options, loss_setting  # noqa: E402
 from bench.core.results import load_results  # noqa: E402
 from tests.squad_samples import write_sample  # noqa: E402
-from tests.test_run_squad import base_args  # noqa: E402
+from tests.test_run_squad import LEARNING_FLAGS, base_args  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -251,8 +251,6 @@ def test_loss_flags_reach_the_head_through_the_run_script(tiny_model, sample_fil
 
 LEARNING = [("bilstm", "ce"), ("bilstm", "focal"), ("bilstm", "label_smoothing"), ("basic", "focal"),
             ("basic", "label_smoothing")]
-LEARNING_FLAGS = dict(lr=2e-3, epochs=60, batch_size=8, warmup_ratio=0.05, wd=0.0, classifier_dropout=0.0,
-                      max_grad_norm=1.0, log_interval=50, save_interval=100000)
 
 
 @pytest.mark.slow

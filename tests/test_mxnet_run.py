@@ -40,7 +40,7 @@ from bench.apps.report import build_report, collect_runs  # noqa: E402
 from bench.core.results import load_results  # noqa: E402
 from bench.apps.run import main as run_squad  # noqa: E402
 from tests.squad_samples import write_sample  # noqa: E402
-from tests.test_run_squad import FAMILY_MODEL_NAMES, OUTPUT_FILES, base_args  # noqa: E402
+from tests.test_run_squad import FAMILY_MODEL_NAMES, LEARNING_FLAGS, OUTPUT_FILES, base_args  # noqa: E402
 from tests.tiny_models import TINY_FAMILIES, make_tiny_model_dir  # noqa: E402
 
 MX = {"backend": "mxnet"}
@@ -103,9 +103,7 @@ def test_tiny_model_learns_the_questions_it_trained_on(model_dirs, squad_dir, tm
     """test_run_squad's learning check with the same flags: 30 real questions fitted to EM >= 90."""
     data = write_sample(squad_dir, tmp_path / "train.json", num_questions=30, version="2.0")
     out = tmp_path / "run"
-    status = run_squad(base_args(model_dirs["bert"], data, out, lr=2e-3, epochs=60, batch_size=8,
-                                 warmup_ratio=0.05, wd=0.0, classifier_dropout=0.0, max_grad_norm=1.0,
-                                 log_interval=50, save_interval=100000, **MX))
+    status = run_squad(base_args(model_dirs["bert"], data, out, **LEARNING_FLAGS, **MX))
     assert status == 0
     record = load_results(out / "results.json")
     assert record["metrics"]["fixed"]["exact"] >= 90.0, record["metrics"]

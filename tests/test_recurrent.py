@@ -204,8 +204,10 @@ def test_a_bad_vector_file_fails_the_run_in_one_line(small_run, tmp_path, capsys
         "\n".join(error_lines(capsys.readouterr().err))
 
 
+# BiDAF trains 50 epochs: at 35 its EM ranged 81-100 over seeds 1-5 and 100 and failed with AVX2 kernels;
+# with these settings both families scored 100 on every one of those seeds, with AVX-512 and AVX2 kernels.
 LEARNING = {"lstm_baseline": dict(rnn_hidden_size=64, word_dim=64, lr=1e-2, epochs=40),
-            "bidaf": dict(rnn_hidden_size=64, word_dim=64, lr=5e-3, epochs=35)}
+            "bidaf": dict(rnn_hidden_size=64, word_dim=64, lr=5e-3, epochs=50)}
 
 
 @pytest.mark.slow

@@ -64,6 +64,14 @@ def test_every_family_trains_and_evaluates(family, tiny_dirs, sample_files, tmp_
     assert len(list((out / "checkpoints").iterdir())) == 1
 
 
+# The learning checks' flags (here, test_heads_losses, the MXNet backend's): a tiny random BERT fits 30-32
+# real questions to EM >= 90. lr 5e-3 because at 2e-3 EM ranged 65.6-100 over seeds 1-3 (the default
+# seed 100 passed by luck, and a BiDAF check failed with AVX2 kernels); at 5e-3 every case scored
+# 93.75-100 on seeds 1, 2, 3 and 100 (torch and MXNet, 2026-12-07).
+LEARNING_FLAGS = dict(lr=5e-3, epochs=60, batch_size=8, warmup_ratio=0.05, wd=0.0, classifier_dropout=0.0,
+                      max_grad_norm=1.0, log_interval=50, save_interval=100000)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("head,version", [("conditional", "2.0"), ("basic", "2.0"), ("conditional", "1.1"),
                                           ("basic", "1.1")])
@@ -71,9 +79,7 @@ def test_tiny_model_learns_the_questions_it_trained_on(head, version, tiny_dirs,
     """Labels, heads and post-processing agree: a model can fit 30 real questions (EM >= 90)."""
     data = write_sample(squad_dir, tmp_path / "train.json", num_questions=30, version=version)
     out = tmp_path / "run"
-    status = run_squad(base_args(tiny_dirs["bert"], data, out, head=head, version=version, lr=2e-3,
-                                 epochs=60, batch_size=8, warmup_ratio=0.05, wd=0.0, classifier_dropout=0.0,
-                                 max_grad_norm=1.0, log_interval=50, save_interval=100000))
+    status = run_squad(base_args(tiny_dirs["bert"], data, out, head=head, version=version, **LEARNING_FLAGS))
     assert status == 0
     record = load_results(out / "results.json")
     em = record["metrics"]["fixed"]["exact_match" if version == "1.1" else "exact"]
