@@ -111,6 +111,36 @@ def test_this_machine_is_read_once():
     assert cpu.detect_cpu().cores_available >= 1
 
 
+def test_flags_left_out_rehearse_an_avx2_only_cpu(monkeypatch):
+    xeon = cpu.detect_cpu(XEON_AMX, without="avx512, AMX")
+    assert xeon.avx2 and not (xeon.avx512 or xeon.avx512_bf16 or xeon.amx or xeon.amx_bf16 or xeon.native_bf16)
+    assert xeon.flags_left_out == ("avx512", "amx") and abilities(XEON_AMX).flags_left_out == ()
+    assert "flags left out (SQUAD_BENCH_CPU_WITHOUT): avx512*, amx*" in xeon.describe()
+    assert "has no native bfloat16" in cpu.float32_reason(xeon)
+    assert xeon.as_record()["flags_left_out"] == ["avx512", "amx"]
+    older = {k: v for k, v in abilities(XEON_AMX).as_record().items() if k != "flags_left_out"}
+    assert "left out" not in cpu.describe_cpu(older)      # a record written before the field existed
+    monkeypatch.setenv(cpu.CPU_WITHOUT_ENV, "avx512,amx")     # this machine: read when it is detected
+    machine = cpu._this_machine.__wrapped__()
+    assert machine.flags_left_out == ("avx512", "amx") and not (machine.avx512 or machine.native_bf16)
+
+
+def test_the_avx2_rehearsal_script_caps_detection_and_kernels():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    probe = ("import json, os; from bench.run.cpu import detect_cpu; print(json.dumps([detect_cpu().as_record(), "
+             "{k: os.environ[k] for k in ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'NPY_DISABLE_CPU_FEATURES')}]))")
+    out = subprocess.run(["bash", str(root / "scripts" / "as_avx2_only.sh"), sys.executable, "-c", probe],
+                         cwd=root, capture_output=True, text=True, check=True).stdout
+    record, caps = json.loads(out.splitlines()[-1])
+    assert record["flags_left_out"] == ["avx512", "amx"] and not record["avx512"] and not record["native_bf16"]
+    assert caps["ATEN_CPU_CAPABILITY"] == "avx2" and caps["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert {"X86_V4", "AVX512F"} <= set(caps["NPY_DISABLE_CPU_FEATURES"].split())   # numpy 2's and 1.26's names
+
+
 @pytest.mark.parametrize("cores, processes, want", [(8, 1, 8), (8, 2, 4), (8, 3, 2), (2, 4, 1), (2, 0, 2)])
 def test_threads_per_process_share_the_available_cores(monkeypatch, cores, processes, want):
     fake = dataclasses.replace(abilities(EPYC_AVX2), cores_available=cores)

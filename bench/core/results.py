@@ -69,7 +69,8 @@ Schema ``squad-bench/results/v2`` (keys marked * may be null)::
     memory            {peak_bytes, kind}   kind: "cuda" (max allocated) or "rss"
     versions          {python, bench, <library>: version, ...}
     git_commit*       str
-    hardware          {platform, cpu: {model, avx2, avx512, avx512_bf16, amx, native_bf16, cores...}
+    hardware          {platform, cpu: {model, avx2, avx512, avx512_bf16, amx, native_bf16, cores...,
+                      flags_left_out}
                       (bench.run.cpu), cpu_count, accelerator*, accelerator_count}
     distillation      (optional) {teacher, teacher_sha256, temperature, alpha}: the run trained with
                       --teacher_path (bench.run.distill): the teacher folder or checkpoint as given,

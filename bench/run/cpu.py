@@ -11,6 +11,10 @@ warns once (``warn_if_emulated_bf16``), results.json records the abilities
 Only x86 Linux says which instructions it has (the ``flags`` line of ``/proc/cpuinfo``);
 elsewhere the flags are unknown (``flags_known=False``, every flag False), and bfloat16 is
 treated as not native.
+
+To rehearse a smaller CPU's choices on a bigger one, ``SQUAD_BENCH_CPU_WITHOUT`` names flag prefixes
+this machine's detection leaves out (``avx512,amx``: AVX2-only; ``scripts/as_avx2_only.sh`` also caps
+the frameworks' kernels); the record and its one-line description say which were left out.
 """
 from __future__ import annotations
 
@@ -21,13 +25,14 @@ import os
 import platform
 
 __all__ = ["CpuAbilities", "detect_cpu", "describe_cpu", "float32_reason", "warn_if_emulated_bf16",
-           "EMULATED_BF16_COST", "NO_NATIVE_BF16"]
+           "EMULATED_BF16_COST", "NO_NATIVE_BF16", "CPU_WITHOUT_ENV"]
 
 logger = logging.getLogger(__name__)
 
 NO_NATIVE_BF16 = "no AVX-512 BF16/AMX"
 EMULATED_BF16_COST = "about 24x slower than float32 in training, measured on an AVX2-only AMD EPYC"
 _WARNED: set[str] = set()          # warn_if_emulated_bf16 warns once per process
+CPU_WITHOUT_ENV = "SQUAD_BENCH_CPU_WITHOUT"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +51,7 @@ class CpuAbilities:
     amx_bf16: bool
     cores_available: int
     logical_cpus: int
+    flags_left_out: tuple[str, ...] = ()     # prefixes from SQUAD_BENCH_CPU_WITHOUT, e.g. ("avx512", "amx")
 
     @property
     def native_bf16(self) -> bool:
@@ -54,18 +60,20 @@ class CpuAbilities:
 
     def as_record(self) -> dict:
         """The abilities as a JSON-ready dict (results.json ``hardware.cpu``, speed.json)."""
-        return {**dataclasses.asdict(self), "native_bf16": self.native_bf16}
+        return {**dataclasses.asdict(self), "flags_left_out": list(self.flags_left_out),
+                "native_bf16": self.native_bf16}
 
     def describe(self) -> str:
         return describe_cpu(self.as_record())
 
 
-def detect_cpu(cpuinfo_text: str | None = None) -> CpuAbilities:
-    """This machine's CPU abilities (read once per process), or those of ``cpuinfo_text``, a
-    ``/proc/cpuinfo`` text (tests; the cores still come from this process)."""
+def detect_cpu(cpuinfo_text: str | None = None, without: str = "") -> CpuAbilities:
+    """This machine's CPU abilities (read once per process, less the flags ``SQUAD_BENCH_CPU_WITHOUT``
+    names), or those of ``cpuinfo_text``, a ``/proc/cpuinfo`` text, less ``without`` (tests; the cores
+    still come from this process)."""
     if cpuinfo_text is None:
         return _this_machine()
-    return _parse(cpuinfo_text, fallback_model="unknown")
+    return _parse(cpuinfo_text, fallback_model="unknown", without=without)
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,10 +83,11 @@ def _this_machine() -> CpuAbilities:
             text = f.read()
     except OSError:
         text = ""
-    return _parse(text, fallback_model=platform.processor() or platform.machine() or "unknown")
+    return _parse(text, fallback_model=platform.processor() or platform.machine() or "unknown",
+                  without=os.environ.get(CPU_WITHOUT_ENV, ""))
 
 
-def _parse(text: str, fallback_model: str) -> CpuAbilities:
+def _parse(text: str, fallback_model: str, without: str = "") -> CpuAbilities:
     fields: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
@@ -86,12 +95,14 @@ def _parse(text: str, fallback_model: str) -> CpuAbilities:
             fields.setdefault(key.strip().lower(), value.strip())
     flags_line = fields.get("flags")           # x86 only; ARM says "Features" (other names)
     flags = set(flags_line.split()) if flags_line is not None else set()
+    left_out = tuple(prefix.strip().lower() for prefix in without.split(",") if prefix.strip())
+    flags = {flag for flag in flags if not flag.startswith(left_out)}
     model = fields.get("model name") or fields.get("hardware") or fallback_model
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return CpuAbilities(model=model, flags_known=flags_line is not None, avx2="avx2" in flags,
                         avx512="avx512f" in flags, avx512_bf16="avx512_bf16" in flags,
                         amx=bool({"amx_tile", "amx_bf16"} & flags), amx_bf16="amx_bf16" in flags,
-                        cores_available=cores, logical_cpus=os.cpu_count() or cores)
+                        cores_available=cores, logical_cpus=os.cpu_count() or cores, flags_left_out=left_out)
 
 
 def threads_per_process(local_processes: int, threads: int | None = None) -> int:
@@ -110,7 +121,9 @@ def describe_cpu(record: dict) -> str:
     names = [name if record[key] else f"no {name}" for key, name in
              (("avx2", "AVX2"), ("avx512", "AVX-512"), ("avx512_bf16", "AVX-512 BF16"), ("amx", "AMX"))]
     bf16 = "bfloat16 native" if record["native_bf16"] else f"bfloat16 emulated ({NO_NATIVE_BF16})"
-    return f"{record['model']}: {', '.join(names)}; {bf16}; {cores}"
+    left_out = record.get("flags_left_out") or []    # absent from records written before it existed
+    rehearsal = f"; flags left out ({CPU_WITHOUT_ENV}): {', '.join(p + '*' for p in left_out)}" if left_out else ""
+    return f"{record['model']}: {', '.join(names)}; {bf16}; {cores}{rehearsal}"
 
 
 def float32_reason(abilities: CpuAbilities | None = None) -> str | None:
