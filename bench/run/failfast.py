@@ -25,7 +25,7 @@ from typing import Callable
 from bench.core.errors import BenchError
 from bench.run.distributed import DEVICE_WORKER_ENV, env_rank
 
-__all__ = ["LAUNCHER_ENV", "deadline", "run_with_failfast", "under_launcher"]
+__all__ = ["LAUNCHER_ENV", "deadline", "run_with_failfast", "under_launcher", "leave_process"]
 
 # Environment variables a launcher sets; a process with none of them is a plain single process.
 LAUNCHER_ENV = ("RANK", "HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", DEVICE_WORKER_ENV)
@@ -65,6 +65,12 @@ def _exit_hard(exc: BaseException) -> None:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         print(f"[rank {env_rank()}] failed; ending this rank so the launcher stops the job:\n{text}",
               file=sys.stderr)
+    leave_process(code)
+
+
+def leave_process(code: int) -> None:
+    """Flush logging, stdout and stderr, then end this process with ``code`` at once: no atexit hooks,
+    no joining of threads, no interpreter teardown."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

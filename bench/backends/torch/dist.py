@@ -53,7 +53,7 @@ from bench.run.distributed import (DEVICE_WORKER_ENV, DistributedConfigError, Wo
                                should_spawn_device_workers)
 # Fail-fast is framework-free and shared with the MXNet backend (bench.run.failfast).
 from bench.run.failfast import deadline as _deadline
-from bench.run.failfast import run_with_failfast
+from bench.run.failfast import leave_process, run_with_failfast
 
 __all__ = ["Comm", "DEFAULT_TIMEOUT_S", "DeviceWorkerFailed", "HorovodComm", "LocalComm", "TorchDistComm",
            "WorkerLogging", "find_free_port", "init_comm", "launch", "run_with_failfast", "spawn_device_workers"]
@@ -383,6 +383,11 @@ def _device_worker(index: int, fn: Callable, fn_arg: Any, world_size: int, port:
                        "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port), DEVICE_WORKER_ENV: "1"})
     run_with_failfast(fn, fn_arg)
+    # The rank's work is done and written (files are renamed into place before fn returns). Leave without
+    # the interpreter's teardown: there a gloo process group still held by a DDP wrapper is destroyed late,
+    # and it aborted finished workers ("terminate called without an active exception", SIGABRT) in 4 of 130
+    # two-worker CPU jobs, after destroy_process_group had returned on both ranks.
+    leave_process(0)
 
 
 def launch(run_fn: Callable[[Any], Any], config) -> int:
