@@ -7,6 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -126,10 +130,6 @@ def test_flags_left_out_rehearse_an_avx2_only_cpu(monkeypatch):
 
 
 def test_the_avx2_rehearsal_script_caps_detection_and_kernels():
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     probe = ("import json, os; from bench.run.cpu import detect_cpu; print(json.dumps([detect_cpu().as_record(), "
              "{k: os.environ[k] for k in ('ATEN_CPU_CAPABILITY', 'ONEDNN_MAX_CPU_ISA', 'NPY_DISABLE_CPU_FEATURES')}]))")
