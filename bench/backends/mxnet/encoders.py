@@ -19,6 +19,9 @@ What is reused from GluonNLP 0.10 and what is not:
 * ``TransformerStack`` runs the cells in HF's (batch, length, units) layout and, for
   ALBERT, reuses each layer group's single cell across the depth, as HF shares weights.
 
+On the CPU, training graphs run two operators of ours (``cpu_kernels``, ``use_training_kernels``): the
+attention's masked softmax + dropout, and LayerNorm; evaluation graphs keep MXNet's.
+
 Attention uses only a valid length per window, so inputs must be right-padded (as
 ``bench.core.features.batch_arrays`` pads them); outputs at padded positions are finite
 but meaningless, as in HF.
@@ -34,7 +37,8 @@ from mxnet.gluon import HybridBlock, nn  # noqa: E402  (mxnet must be imported t
 from gluonnlp.model.bert import BERTEncoderCell, DotProductSelfAttentionCell  # noqa: E402
 
 __all__ = ["EncoderConfig", "Embeddings", "TransformerStack", "GluonEncoder", "MaskedSelfAttentionCell",
-           "key_padding_mask", "ACTIVATIONS"]
+           "key_padding_mask", "ACTIVATIONS", "ModeTracedGraphs", "KernelLayerNorm", "kernel_layer_norm",
+           "use_training_kernels"]
 
 # Added to the attention score of a padded key: its softmax weight is exactly 0 in float32
 # (and -inf, still 0, where float16 holds it), as with the softmax ``length`` argument.
@@ -107,7 +111,7 @@ class Embeddings(HybridBlock):
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, size)
             if self._type_mode != "none":
                 self.token_type_embeddings = nn.Embedding(config.type_vocab_size, size)
-            self.layer_norm = nn.LayerNorm(epsilon=config.layer_norm_eps, in_channels=size)
+            self.layer_norm = kernel_layer_norm(nn.LayerNorm(epsilon=config.layer_norm_eps, in_channels=size))
             self.dropout = nn.Dropout(config.hidden_dropout)
             self.projection = (nn.Dense(config.hidden_size, flatten=False, in_units=size)
                                if size != config.hidden_size else None)
@@ -136,6 +140,7 @@ class TransformerStack(HybridBlock):
         super().__init__(prefix=prefix, params=params)
         self._cell_of_layer = [config.cell_of_layer(i) for i in range(config.num_layers)]
         self._heads = config.num_heads
+        self._training_kernels = None          # use_training_kernels
         with self.name_scope():
             self.cells = nn.HybridSequential()
             for _ in range(config.num_cells):
@@ -144,9 +149,11 @@ class TransformerStack(HybridBlock):
     def hybrid_forward(self, F, hidden, valid_length):  # pylint: disable=arguments-differ
         """hidden (B, L, H), valid_length (B,) float32 -> (B, L, H)."""
         hidden = F.transpose(hidden, axes=(1, 0, 2))            # the cells work on (L, B, H)
-        key_mask = key_padding_mask(F, valid_length, F.contrib.arange_like(hidden, axis=0), self._heads)
+        # The training kernel takes the lengths themselves; MXNet's softmax the mask at the scores' shape.
+        keys = valid_length if _training_kernel(self) else key_padding_mask(
+            F, valid_length, F.contrib.arange_like(hidden, axis=0), self._heads)
         for cell_index in self._cell_of_layer:
-            hidden, _ = self.cells[cell_index](hidden, key_mask)
+            hidden, _ = self.cells[cell_index](hidden, keys)
         return F.transpose(hidden, axes=(1, 0, 2))
 
 
@@ -171,11 +178,19 @@ class MaskedSelfAttentionCell(DotProductSelfAttentionCell):
     Why not GluonNLP's ``softmax(length=...)``: MXNet runs that through a generic kernel, measured 17x
     slower than the oneDNN softmax on one CPU thread (32 ms vs 1.9 ms on (48, 256, 256)); with the
     mask added first it is 6 ms, and it was 40% of MiniLM's forward. Equal to it to float32 rounding.
+
+    In training graphs on the CPU (``use_training_kernels``), masked softmax and dropout are one operator
+    of ours instead (``cpu_kernels``), given the windows' valid lengths in place of the mask.
     """
 
-    def hybrid_forward(self, F, qkv, key_mask, query_bias, key_bias, value_bias,  # pylint: disable=arguments-differ
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._training_kernels = None          # use_training_kernels
+
+    def hybrid_forward(self, F, qkv, keys, query_bias, key_bias, value_bias,  # pylint: disable=arguments-differ
                        query_weight, key_weight, value_weight):
-        """qkv (L, B, units), key_mask (B * heads, L, L) -> (context (L, B, units), weights (B, heads, L, L))."""
+        """qkv (L, B, units), keys: the key mask (B * heads, L, L), or the valid lengths (B,) under the training
+        kernel -> (context (L, B, units), weights (B, heads, L, L))."""
         # The interleaved kernels want the projection laid out per head as [query; key; value] rows.
         per_head = [F.reshape(weight, shape=(self._num_heads, -1, 0), reverse=True)
                     for weight in (query_weight, key_weight, value_weight)]
@@ -185,9 +200,70 @@ class MaskedSelfAttentionCell(DotProductSelfAttentionCell):
         projected = F.FullyConnected(data=qkv, weight=weight, bias=bias, num_hidden=self.units * 3,
                                      no_bias=False, flatten=False)
         scores = F.contrib.interleaved_matmul_selfatt_qk(projected, heads=self._num_heads)   # scaled by 1/sqrt(d)
-        weights = self.dropout_layer(F.softmax(scores + key_mask, axis=-1))
+        kernels = _training_kernel(self)
+        if kernels:
+            weights = kernels.masked_softmax_dropout(F, scores, keys, heads=self._num_heads, p=self._dropout)
+        else:
+            weights = self.dropout_layer(F.softmax(scores + keys, axis=-1))
         context = F.contrib.interleaved_matmul_selfatt_valatt(projected, weights, heads=self._num_heads)
         return context, F.reshape(weights, shape=(-1, self._num_heads, 0, 0), reverse=True)
+
+
+def _training_kernel(block):
+    """The block's training kernels if it has them and this graph is traced for training (autograd's
+    training mode: ``ModeTracedGraphs`` keeps such a graph out of evaluation), else None."""
+    return block._training_kernels if block._training_kernels and mx.autograd.is_training() else None
+
+
+class KernelLayerNorm(nn.LayerNorm):
+    """Gluon's LayerNorm over the last axis; in training graphs on the CPU (``use_training_kernels``) our
+    operator (``cpu_kernels``), whose backward is 15-20x faster than MXNet's."""
+
+    _training_kernels = None
+
+    def hybrid_forward(self, F, data, gamma, beta):  # pylint: disable=arguments-differ
+        kernels = _training_kernel(self)
+        if kernels is None:
+            return super().hybrid_forward(F, data, gamma, beta)
+        return kernels.layer_norm(F, data, gamma, beta, eps=self._epsilon)
+
+
+def kernel_layer_norm(norm: nn.LayerNorm) -> KernelLayerNorm:
+    """``norm`` (last axis) as a KernelLayerNorm with the same parameters (prefix and names unchanged)."""
+    return KernelLayerNorm(epsilon=norm._epsilon, in_channels=norm.gamma.shape[0], prefix=norm.prefix,
+                           params=norm.params)
+
+
+def use_training_kernels(model: HybridBlock, kernels) -> None:
+    """Give ``model``'s transformer stacks, attention cells and LayerNorms the CPU training kernels
+    (``cpu_kernels.training_kernels()``; None: MXNet's operators), and make its top-level graphs
+    follow autograd's training mode (``ModeTracedGraphs``)."""
+    def visit(block):
+        if isinstance(block, (TransformerStack, MaskedSelfAttentionCell, KernelLayerNorm)):
+            block._training_kernels = kernels
+        if isinstance(block, ModeTracedGraphs):
+            block._graph_follows_mode = kernels is not None
+        for child in block._children.values():
+            visit(child)
+    visit(model)
+
+
+class ModeTracedGraphs:
+    """Mixin for a HybridBlock whose graph can differ between training and evaluation (the training
+    kernels are traced into training graphs only): its cached graph is dropped, and traced again, when
+    it is called in the other autograd mode than the one it was traced in. Gluon traces a graph once
+    and would otherwise replay it in both modes."""
+
+    _graph_follows_mode = False
+    _graph_mode = None
+
+    def forward(self, x, *args):
+        if self._graph_follows_mode and self._active and isinstance(x, mx.nd.NDArray):
+            mode = mx.autograd.is_training()
+            if self._graph_mode is not None and self._graph_mode != mode:
+                self._clear_cached_op()
+            self._graph_mode = mode
+        return super().forward(x, *args)
 
 
 def _make_cell(config: EncoderConfig) -> HybridBlock:
@@ -198,10 +274,12 @@ def _make_cell(config: EncoderConfig) -> HybridBlock:
         # BERTEncoderCell has one dropout rate for both; HF configs have two (attention_probs_dropout_prob).
         cell.attention_cell = MaskedSelfAttentionCell(units=config.hidden_size, num_heads=config.num_heads,
                                                       dropout=config.attention_dropout)
+    cell.layer_norm = kernel_layer_norm(cell.layer_norm)
+    cell.ffn.layer_norm = kernel_layer_norm(cell.ffn.layer_norm)
     return cell
 
 
-class GluonEncoder(HybridBlock):
+class GluonEncoder(ModeTracedGraphs, HybridBlock):
     """Embeddings + transformer stack: ``(input_ids, token_types, valid_length) -> last hidden states``."""
 
     def __init__(self, config: EncoderConfig, prefix=None, params=None):

@@ -33,7 +33,7 @@ import numpy as np
 from bench.backends.mxnet.compat import import_mxnet
 from bench.backends.mxnet.convert import (ConversionError, assign_params, base_model_state, convert_state,
                                          hf_name_map, make_encoder, structural_params)
-from bench.backends.mxnet.encoders import EncoderConfig
+from bench.backends.mxnet.encoders import EncoderConfig, ModeTracedGraphs
 from bench.backends.mxnet.losses import position_loss
 from bench.core import heads as head_registry
 from bench.core.heads import get_head
@@ -276,7 +276,7 @@ def _topk_padded(values, k: int):
     return top_values, top_index
 
 
-class GluonQAModel(HybridBlock):
+class GluonQAModel(ModeTracedGraphs, HybridBlock):
     """A Gluon encoder (``backbone``) with a span-extraction head (``head``); mirrors torch's QAModel.
 
     Calling it (training) returns the per-window loss (B,); ``predict`` returns the head's

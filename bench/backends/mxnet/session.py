@@ -27,6 +27,8 @@ from bench.backends.mxnet.dist import open_comm
 from bench.backends.mxnet.convert import (ConversionError, assign_params, base_model_state, convert_state,
                                          encoder_config_from_hf, hf_name_map, read_hf_config, read_safetensors)
 from bench.backends.mxnet.heads import build_qa_model
+from bench.backends.mxnet.encoders import use_training_kernels
+from bench.backends.mxnet.cpu_kernels import describe_kernels, kernels_version, training_kernels
 from bench.backends.mxnet.inference import predict_windows
 from bench.backends.mxnet.optim import apply_rules, build_trainer, parameter_rules, trainable_params
 from bench.backends.mxnet.steps import MxSteps, parameter_digest
@@ -102,10 +104,11 @@ def init_amp(config) -> bool:
 
 
 # ---------------------------------------------------------------------------------------- model
-def load_model(config, ctx) -> tuple:
+def load_model(config, ctx, kernels=None) -> tuple:
     """(source, tokenizer, GluonQAModel): pretrained backbone, fresh head (a fine-tuned
     ``*ForQuestionAnswering`` folder with --head basic: its trained ``qa_outputs``); then --backbone_path
-    and --param_checkpoint (torch-named safetensors) over it, as the torch backend does."""
+    and --param_checkpoint (torch-named safetensors) over it, as the torch backend does. ``kernels``: our CPU
+    training kernels (``cpu_kernels.training_kernels()``) for its training graphs, or None."""
     from bench.run.model_source import check_window_fits, param_checkpoint_file
 
     source = resolve_model_folder(config.model_name, config.model_path)
@@ -126,6 +129,7 @@ def load_model(config, ctx) -> tuple:
         load_backbone_file(model, Path(config.backbone_path))
     if weights is not None:
         load_model_weights(model, weights)
+    use_training_kernels(model, kernels)
     # Cached graphs with dynamic shapes (every batch has its own length); static_alloc measured slower.
     model.hybridize()
     return source, tokenizer, model
@@ -181,7 +185,9 @@ class MxSession:
         mx.random.seed(config.seed)     # the QA head's initialisation (rank 0's is broadcast before training)
         np.random.seed(config.seed)
         self.on_cpu = self.ctx.device_type == "cpu"
-        self.device_label = f"{self.ctx} (mxnet {mx.__version__})"
+        # float32 on the CPU (refuse_dtype): training graphs use our kernels there, where they build.
+        self.kernels = training_kernels() if self.on_cpu else None
+        self.device_label = f"{self.ctx} (mxnet {mx.__version__}; {describe_kernels(self.kernels)})"
         self.amp = init_amp(config)
 
     def barrier(self) -> None:
@@ -191,7 +197,7 @@ class MxSession:
         self.comm.shutdown()
 
     def load_model(self, config) -> LoadedModel:
-        source, tokenizer, model = load_model(config, self.ctx)
+        source, tokenizer, model = load_model(config, self.ctx, self.kernels)
         return LoadedModel(source=source, tokenizer=tokenizer, model=model, family=source.family,
                            num_parameters=int(sum(np.prod(p.shape) for p in model.collect_params().values())))
 
@@ -225,6 +231,7 @@ class MxSession:
         on_gpu = self.ctx.device_type == "gpu"
         # Host peak RSS: MXNet 1.x has no peak-allocation counter for GPU memory.
         memory = {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "rss"}
-        return RunFacts(memory=memory, versions=library_versions(LIBRARIES),
+        return RunFacts(memory=memory, versions={**library_versions(LIBRARIES),
+                                                 "mxnet_cpu_kernels": kernels_version(self.kernels)},
                         hardware=hardware_info(f"gpu({self.ctx.device_id}) via MXNet" if on_gpu else None,
                                                1 if on_gpu else 0))
