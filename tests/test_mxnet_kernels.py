@@ -19,6 +19,7 @@ from tests.conftest import import_mxnet_or_skip
 mx, _ = import_mxnet_or_skip()
 
 from bench.backends.mxnet import cpu_kernels  # noqa: E402
+from bench.run import native_build  # noqa: E402
 from bench.backends.mxnet.convert import encoder_config_from_hf, read_hf_config  # noqa: E402
 from bench.backends.mxnet.encoders import use_training_kernels  # noqa: E402
 from bench.backends.mxnet.heads import build_qa_model  # noqa: E402
@@ -179,12 +180,12 @@ def test_evaluation_after_training_drops_the_training_graph(kernels, tiny_dirs):
 def test_kernels_off_or_unbuildable_fall_back_with_a_reason(monkeypatch, tmp_path, caplog):
     cpu_kernels.training_kernels.cache_clear()
     try:
-        monkeypatch.setenv(cpu_kernels.KERNELS_ENV, "0")
+        monkeypatch.setenv(native_build.KERNELS_ENV, "0")
         assert cpu_kernels.training_kernels() is None
         cpu_kernels.training_kernels.cache_clear()
-        monkeypatch.delenv(cpu_kernels.KERNELS_ENV)
+        monkeypatch.delenv(native_build.KERNELS_ENV)
         monkeypatch.setenv("SQUAD_BENCH_CACHE", str(tmp_path))
-        monkeypatch.setattr(cpu_kernels, "COMPILER", "no-such-compiler-here")
+        monkeypatch.setattr(native_build, "COMPILER", "no-such-compiler-here")
         with caplog.at_level(logging.WARNING, logger="bench.run"):
             assert cpu_kernels.training_kernels() is None
         assert "could not be built (no-such-compiler-here not found on PATH)" in caplog.text
@@ -193,15 +194,3 @@ def test_kernels_off_or_unbuildable_fall_back_with_a_reason(monkeypatch, tmp_pat
         cpu_kernels.training_kernels.cache_clear()
     assert cpu_kernels.describe_kernels(None) == "MXNet's operators only"
     assert cpu_kernels.kernels_version(None) == "off"
-
-
-@pytest.mark.parametrize("flags, avx512_code", [("fpu sse2 avx avx2 fma", False),
-                                                ("fpu sse2 avx avx2 fma avx512f avx512bw avx512_bf16", True)])
-def test_an_avx2_only_cpu_gets_no_avx512_code(monkeypatch, flags, avx512_code):
-    """What the kernels are compiled for follows this CPU's detection (faked both ways here), so that
-    ``scripts/as_avx2_only.sh`` rehearses an AVX2-only CPU's build on a bigger one."""
-    from bench.run.cpu import detect_cpu
-
-    monkeypatch.setattr(cpu_kernels, "detect_cpu", lambda: detect_cpu(f"model name\t: Fake\nflags\t\t: {flags}\n"))
-    assert ("-mno-avx512f" not in cpu_kernels.compile_flags()) == avx512_code
-    assert "-march=native" in cpu_kernels.compile_flags()

@@ -67,7 +67,7 @@ Schema ``squad-bench/results/v2`` (keys marked * may be null)::
                       questions evaluated / eval_seconds (one checkpoint's evaluation), a number > 0
                       or null
     memory            {peak_bytes, kind}   kind: "cuda" (max allocated) or "rss"
-    versions          {python, bench, <library>: version, ...; MXNet runs: mxnet_cpu_kernels (cpu_kernels-<key> | off)}
+    versions          {python, bench, <library>: version, ...; cpu_kernels: <backend>-kernels-<key> | off | not used}
     git_commit*       str
     hardware          {platform, cpu: {model, avx2, avx512, avx512_bf16, amx, native_bf16, cores...,
                       flags_left_out}

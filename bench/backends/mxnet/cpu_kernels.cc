@@ -1,11 +1,11 @@
-// CPU training kernel of the MXNet backend's self-attention: masked softmax + dropout in one pass.
+// CPU training kernels of the MXNet backend: the self-attention's masked softmax + dropout in one pass
+// (its row arithmetic is bench/run/native/softmax_dropout.h, shared with the torch backend), and LayerNorm.
 //
 // Built and loaded by bench/backends/mxnet/cpu_kernels.py through MXNet 1.9's operator-library API
-// (mx.library.load, include/mxnet/lib_api.h). Why it exists: MXNet's own graph for the attention
-// probabilities of a training step (add a key-padding mask, softmax, Dropout) spends most of its time
-// drawing one Mersenne-Twister number per element for dropout and in a generic softmax backward
-// (docs/mxnet.md, "Speed"). This op reads the scores once, writes the dropped probabilities once, and
-// keeps no mask: the backward needs only the output and the recomputed softmax (see backward()).
+// (mx.library.load, include/mxnet/lib_api.h). Why: MXNet's own graph for the attention probabilities of
+// a training step (add a key-padding mask, softmax, Dropout) spends most of its time drawing one
+// Mersenne-Twister number per element for dropout and in a generic softmax backward, and its LayerNorm
+// backward runs generic reductions (docs/mxnet.md, "Speed").
 //
 // Operator bench_masked_softmax_dropout
 //   inputs : scores (B * heads, L, L) float32, valid_length (B,) float32 (keys j >= valid_length are padding)
@@ -23,8 +23,10 @@
 #include <vector>
 
 #include "mxnet/lib_api.h"
+#include "softmax_dropout.h"
 
 using namespace mxnet::ext;
+using namespace bench_native;
 
 namespace {
 
@@ -38,69 +40,11 @@ Attrs read_attrs(const std::unordered_map<std::string, std::string>& attrs) {
   return Attrs{std::stoll(attrs.at("heads")), std::stof(attrs.at("p")), std::stoi(attrs.at("threads"))};
 }
 
-// exp(x) for x <= 0 (scores minus their row maximum), Cephes' single-precision polynomial after
-// range reduction: relative error about 2e-7, and written so that the compiler vectorizes the loops.
-inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;  // below this 2^k leaves the normal floats; the weight is ~1e-38 anyway
-  const float k = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - k * 0.693359375f + k * 2.12194440e-4f;
-  float poly = 1.9875691500e-4f;
-  poly = poly * r + 1.3981999507e-3f;
-  poly = poly * r + 8.3334519073e-3f;
-  poly = poly * r + 4.1665795894e-2f;
-  poly = poly * r + 1.6666665459e-1f;
-  poly = poly * r + 5.0000001201e-1f;
-  const float mantissa = poly * r * r + r + 1.0f;
-  const int32_t exponent_bits = (static_cast<int32_t>(k) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &exponent_bits, sizeof(scale));
-  return mantissa * scale;
-}
-
-// splitmix64: a counter-based generator, so each row's draws depend only on (seed, row): the result
-// does not depend on the thread count.
-inline uint64_t splitmix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
 // Keys of row `row` that are not padding: [0, length). A window with no valid key attends to all.
 inline int64_t valid_keys(const float* valid_length, int64_t row, int64_t length, int64_t heads) {
   const int64_t window = row / length / heads;
   const int64_t keys = static_cast<int64_t>(valid_length[window]);
   return (keys <= 0 || keys > length) ? length : keys;
-}
-
-// Writes exp(s_j - max) for j < keys into `weights` and returns 1 / their sum.
-inline float softmax_row(const float* scores, int64_t keys, float* weights) {
-  float top = scores[0];
-#pragma omp simd reduction(max : top)
-  for (int64_t j = 1; j < keys; ++j) top = scores[j] > top ? scores[j] : top;
-  float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-  for (int64_t j = 0; j < keys; ++j) {
-    weights[j] = exp_nonpositive(scores[j] - top);
-    total += weights[j];
-  }
-  return 1.0f / total;
-}
-
-// Scales the row's weights by `scale` and drops some: one 16-bit draw per key (four per 64-bit word of
-// `words`, which holds (keys + 3) / 4 of them), kept when the draw is at or above p * 65536 (so p is
-// honoured to 1/65536). Both loops vectorize.
-inline void scale_and_drop_row(float* weights, int64_t keys, float scale, uint32_t threshold, uint64_t stream,
-                               uint64_t* words) {
-  if (threshold == 0) {
-#pragma omp simd
-    for (int64_t j = 0; j < keys; ++j) weights[j] *= scale;
-    return;
-  }
-  const int64_t count = (keys + 3) / 4;
-  for (int64_t c = 0; c < count; ++c) words[c] = splitmix64(stream + static_cast<uint64_t>(c) * 0x9e3779b97f4a7c15ULL);
-  const uint16_t* draws = reinterpret_cast<const uint16_t*>(words);  // little-endian: key j is bits 16 * (j % 4)
-#pragma omp simd
-  for (int64_t j = 0; j < keys; ++j) weights[j] = draws[j] >= threshold ? weights[j] * scale : 0.0f;
 }
 
 MXReturnValue forward(const std::unordered_map<std::string, std::string>& attrs, std::vector<MXTensor>* inputs,
@@ -115,7 +59,7 @@ MXReturnValue forward(const std::unordered_map<std::string, std::string>& attrs,
   std::mt19937* generator = res.get_cpu_rand_states();
   const uint64_t seed = (static_cast<uint64_t>((*generator)()) << 32) | (*generator)();
   const float keep = 1.0f - a.p;
-  const uint32_t threshold = static_cast<uint32_t>(std::lround(a.p * 65536.0f));
+  const uint32_t threshold = dropout_threshold(a.p);
   // Rows are computed in a per-thread buffer, so the result is right even where MXNet runs the op in place.
 #pragma omp parallel num_threads(a.threads)
   {
@@ -124,9 +68,8 @@ MXReturnValue forward(const std::unordered_map<std::string, std::string>& attrs,
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
       const int64_t keys = valid_keys(valid_length, row, length, a.heads);
-      const float inverse_total = softmax_row(in + row * length, keys, weights.data());
-      const uint64_t stream = splitmix64(seed ^ static_cast<uint64_t>(row));
-      scale_and_drop_row(weights.data(), keys, inverse_total / keep, threshold, stream, words.data());
+      softmax_dropout_row(in + row * length, keys, keep, threshold, row_stream(seed, row), weights.data(),
+                          words.data());
       float* result = out + row * length;
       std::memcpy(result, weights.data(), keys * sizeof(float));
       for (int64_t j = keys; j < length; ++j) result[j] = 0.0f;
@@ -135,9 +78,7 @@ MXReturnValue forward(const std::unordered_map<std::string, std::string>& attrs,
   return MX_SUCCESS;
 }
 
-// With y the softmax, m the keep mask and d = y * m / keep the output, the gradient of the scores is
-//   dx_i = y_i * (g_i * m_i / keep - sum_j g_j * m_j / keep * y_j) = g_i * d_i - y_i * sum_j g_j * d_j,
-// which needs the output d and y (recomputed from the scores), never the mask.
+// The gradient needs the output and the recomputed softmax, never the mask (softmax_dropout.h).
 // inputs: [output gradient, scores, valid_length, output]; outputs: [scores gradient, valid_length gradient]
 MXReturnValue backward(const std::unordered_map<std::string, std::string>& attrs, std::vector<MXTensor>* inputs,
                        std::vector<MXTensor>* outputs, const OpResource& res) {
@@ -153,15 +94,11 @@ MXReturnValue backward(const std::unordered_map<std::string, std::string>& attrs
   for (int64_t i = 0; i < outputs->at(1).size(); ++i) grad_length[i] = 0.0f;
 #pragma omp parallel num_threads(a.threads)
   {
-    std::vector<float> weights(length);
+    std::vector<float> weights(length);  // the row's gradient: the output may alias an input
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
       const int64_t keys = valid_keys(valid_length, row, length, a.heads), offset = row * length;
-      float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-      for (int64_t j = 0; j < keys; ++j) dot += grad[offset + j] * out[offset + j];
-      const float scale = softmax_row(in + offset, keys, weights.data()) * dot;
-      for (int64_t j = 0; j < keys; ++j) weights[j] = grad[offset + j] * out[offset + j] - weights[j] * scale;
+      softmax_dropout_grad_row(grad + offset, out + offset, in + offset, keys, weights.data());
       float* result = grad_in + offset;
       std::memcpy(result, weights.data(), keys * sizeof(float));
       for (int64_t j = keys; j < length; ++j) result[j] = 0.0f;

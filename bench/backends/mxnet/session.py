@@ -232,6 +232,6 @@ class MxSession:
         # Host peak RSS: MXNet 1.x has no peak-allocation counter for GPU memory.
         memory = {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "rss"}
         return RunFacts(memory=memory, versions={**library_versions(LIBRARIES),
-                                                 "mxnet_cpu_kernels": kernels_version(self.kernels)},
+                                                 "cpu_kernels": kernels_version(self.kernels)},
                         hardware=hardware_info(f"gpu({self.ctx.device_id}) via MXNet" if on_gpu else None,
                                                1 if on_gpu else 0))

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.backends.torch.cpu_kernels import softmax_dropout, training_kernels
+
 __all__ = ["FastDropout", "fast_dropout", "use_fast_dropout", "cpu_training_attention", "CPU_TRAINING_ATTENTION",
            "CPU_ATTENTION_REGISTERED", "attention_implementation"]
 
@@ -66,7 +68,8 @@ def use_fast_dropout(module: nn.Module) -> None:
 
 def cpu_training_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
                            scaling: float | None = None, **kwargs):
-    """Hugging Face's eager attention (additive mask, softmax, dropout, weighted sum) with fast_dropout.
+    """Hugging Face's eager attention (additive mask, softmax, dropout, weighted sum) with fast_dropout, or
+    with mask, softmax and dropout in our kernel (``cpu_kernels``) where it is built.
 
     Why not SDPA here: with dropout on, the CPU has no fused SDPA kernel; its math fallback
     draws the dropout mask with bernoulli_ and adds masked-softmax passes. The scale goes on the
@@ -75,9 +78,13 @@ def cpu_training_attention(module, query, key, value, attention_mask, dropout: f
     if scaling is None:
         scaling = query.size(-1) ** -0.5
     scores = torch.matmul(query * scaling, key.transpose(2, 3))
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    probs = fast_dropout(scores.softmax(-1), dropout, dropout > 0.0)
+    kernels = training_kernels()
+    if kernels is not None and kernels.supports(scores, attention_mask):
+        probs = softmax_dropout(kernels, scores, attention_mask, dropout)     # the same, in one pass each way
+    else:
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        probs = fast_dropout(scores.softmax(-1), dropout, dropout > 0.0)
     return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.backends.torch.cpu_kernels import used_kernels_version
 from bench.backends.torch.dist import init_comm
 from bench.backends.torch.inference import predict_windows
 from bench.backends.torch.modeling import build_qa_model, inference_model, load_tokenizer, resolve_model_source
@@ -123,4 +124,5 @@ class TorchSession:
             memory = {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "rss"}
         hardware = hardware_info(torch.cuda.get_device_name(self.device) if on_gpu else None,
                                  torch.cuda.device_count() if on_gpu else 0)
-        return RunFacts(memory=memory, versions=library_versions(LIBRARIES), hardware=hardware)
+        return RunFacts(memory=memory, versions={**library_versions(LIBRARIES), "cpu_kernels": used_kernels_version()},
+                        hardware=hardware)
