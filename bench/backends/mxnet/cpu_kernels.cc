@@ -68,7 +68,7 @@ MXReturnValue forward(const std::unordered_map<std::string, std::string>& attrs,
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
       const int64_t keys = valid_keys(valid_length, row, length, a.heads);
-      softmax_dropout_row(in + row * length, keys, keep, threshold, row_stream(seed, row), weights.data(),
+      softmax_dropout_row(in + row * length, nullptr, keys, keep, threshold, row_stream(seed, row), weights.data(),
                           words.data());
       float* result = out + row * length;
       std::memcpy(result, weights.data(), keys * sizeof(float));
@@ -98,7 +98,7 @@ MXReturnValue backward(const std::unordered_map<std::string, std::string>& attrs
 #pragma omp for schedule(static)
     for (int64_t row = 0; row < rows; ++row) {
       const int64_t keys = valid_keys(valid_length, row, length, a.heads), offset = row * length;
-      softmax_dropout_grad_row(grad + offset, out + offset, in + offset, keys, weights.data());
+      softmax_dropout_grad_row(grad + offset, out + offset, in + offset, nullptr, keys, weights.data());
       float* result = grad_in + offset;
       std::memcpy(result, weights.data(), keys * sizeof(float));
       for (int64_t j = keys; j < length; ++j) result[j] = 0.0f;

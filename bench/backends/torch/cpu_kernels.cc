@@ -49,17 +49,12 @@ inline uint16_t float_to_bf16(float value) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-// Row `row` of a tensor of `dtype` into floats (plus the mask's row when there is one).
-void load_row(const void* tensor, int dtype, int64_t row, int64_t width, const float* mask_row, float* out) {
-  if (dtype == 0) {
-    std::memcpy(out, static_cast<const float*>(tensor) + row * width, width * sizeof(float));
-  } else {
-    const uint16_t* in = static_cast<const uint16_t*>(tensor) + row * width;
-    for (int64_t j = 0; j < width; ++j) out[j] = bf16_to_float(in[j]);
-  }
-  if (mask_row != nullptr) {
-    for (int64_t j = 0; j < width; ++j) out[j] += mask_row[j];
-  }
+// Row `row` of a tensor of `dtype` as floats: float32 rows in place, bfloat16 rows converted into `buffer`.
+const float* float_row(const void* tensor, int dtype, int64_t row, int64_t width, float* buffer) {
+  if (dtype == 0) return static_cast<const float*>(tensor) + row * width;
+  const uint16_t* in = static_cast<const uint16_t*>(tensor) + row * width;
+  for (int64_t j = 0; j < width; ++j) buffer[j] = bf16_to_float(in[j]);
+  return buffer;
 }
 
 void store_row(const float* values, int dtype, int64_t row, int64_t width, void* tensor) {
@@ -95,12 +90,11 @@ int bench_softmax_dropout_forward(const void* scores, void* out, int dtype, int6
   const Mask masks{mask, mask_batch, mask_head, mask_query};
   const uint32_t threshold = dropout_threshold(p);
   parallel_rows(shape.rows(), threads, [&](int64_t first, int64_t end) {
-    std::vector<float> row_scores(keys), weights(keys);
+    std::vector<float> buffer(keys), weights(keys);
     std::vector<uint64_t> words(keys / 4 + 1);
     for (int64_t row = first; row < end; ++row) {
-      load_row(scores, dtype, row, keys, mask ? masks.row(shape, row) : nullptr, row_scores.data());
-      softmax_dropout_row(row_scores.data(), keys, 1.0f - p, threshold, row_stream(seed, row), weights.data(),
-                          words.data());
+      softmax_dropout_row(float_row(scores, dtype, row, keys, buffer.data()), mask ? masks.row(shape, row) : nullptr,
+                          keys, 1.0f - p, threshold, row_stream(seed, row), weights.data(), words.data());
       store_row(weights.data(), dtype, row, keys, out);
     }
   });
@@ -116,12 +110,12 @@ int bench_softmax_dropout_backward(const void* grad, const void* out, const void
   const Shape shape{batch, heads, queries, keys};
   const Mask masks{mask, mask_batch, mask_head, mask_query};
   parallel_rows(shape.rows(), threads, [&](int64_t first, int64_t end) {
-    std::vector<float> row_grad(keys), row_out(keys), row_scores(keys), result(keys);
+    std::vector<float> grad_buffer(keys), out_buffer(keys), scores_buffer(keys), result(keys);
     for (int64_t row = first; row < end; ++row) {
-      load_row(grad, dtype, row, keys, nullptr, row_grad.data());
-      load_row(out, dtype, row, keys, nullptr, row_out.data());
-      load_row(scores, dtype, row, keys, mask ? masks.row(shape, row) : nullptr, row_scores.data());
-      softmax_dropout_grad_row(row_grad.data(), row_out.data(), row_scores.data(), keys, result.data());
+      softmax_dropout_grad_row(float_row(grad, dtype, row, keys, grad_buffer.data()),
+                               float_row(out, dtype, row, keys, out_buffer.data()),
+                               float_row(scores, dtype, row, keys, scores_buffer.data()),
+                               mask ? masks.row(shape, row) : nullptr, keys, result.data());
       store_row(result.data(), dtype, row, keys, grad_scores);
     }
   });

@@ -53,15 +53,28 @@ inline uint32_t dropout_threshold(float p) { return static_cast<uint32_t>(std::l
 // The generator position of row `row` of a call seeded with `seed`.
 inline uint64_t row_stream(uint64_t seed, int64_t row) { return splitmix64(seed ^ static_cast<uint64_t>(row)); }
 
-// Writes exp(s_j - max) for j < keys into `weights` and returns 1 / their sum.
-inline float softmax_row(const float* scores, int64_t keys, float* weights) {
-  float top = scores[0];
+// Writes exp(s_j + m_j - max) for j < keys into `weights` and returns 1 / their sum; `mask` (additive,
+// m_j) may be null.
+inline float softmax_row(const float* scores, const float* mask, int64_t keys, float* weights) {
+  if (mask == nullptr) {
+    float top = scores[0];
 #pragma omp simd reduction(max : top)
-  for (int64_t j = 1; j < keys; ++j) top = scores[j] > top ? scores[j] : top;
+    for (int64_t j = 1; j < keys; ++j) top = scores[j] > top ? scores[j] : top;
+    float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+    for (int64_t j = 0; j < keys; ++j) {
+      weights[j] = exp_nonpositive(scores[j] - top);
+      total += weights[j];
+    }
+    return 1.0f / total;
+  }
+  float top = scores[0] + mask[0];
+#pragma omp simd reduction(max : top)
+  for (int64_t j = 1; j < keys; ++j) top = scores[j] + mask[j] > top ? scores[j] + mask[j] : top;
   float total = 0.0f;
 #pragma omp simd reduction(+ : total)
   for (int64_t j = 0; j < keys; ++j) {
-    weights[j] = exp_nonpositive(scores[j] - top);
+    weights[j] = exp_nonpositive(scores[j] + mask[j] - top);
     total += weights[j];
   }
   return 1.0f / total;
@@ -83,22 +96,22 @@ inline void scale_and_drop_row(float* weights, int64_t keys, float scale, uint32
   for (int64_t j = 0; j < keys; ++j) weights[j] = draws[j] >= threshold ? weights[j] * scale : 0.0f;
 }
 
-// One row forward: `out` (keys values) = dropout(softmax(scores)) with keep probability `keep`.
-// `words` holds keys / 4 + 1 values.
-inline void softmax_dropout_row(const float* scores, int64_t keys, float keep, uint32_t threshold, uint64_t stream,
-                                float* out, uint64_t* words) {
-  const float inverse_total = softmax_row(scores, keys, out);
+// One row forward: `out` (keys values) = dropout(softmax(scores + mask)) with keep probability `keep`.
+// `mask` may be null; `words` holds keys / 4 + 1 values.
+inline void softmax_dropout_row(const float* scores, const float* mask, int64_t keys, float keep, uint32_t threshold,
+                                uint64_t stream, float* out, uint64_t* words) {
+  const float inverse_total = softmax_row(scores, mask, keys, out);
   scale_and_drop_row(out, keys, inverse_total / keep, threshold, stream, words);
 }
 
-// One row backward: `grad_in` (keys values) from the output gradient, the forward output and the scores.
-// `grad_in` may not alias the inputs.
-inline void softmax_dropout_grad_row(const float* grad, const float* out, const float* scores, int64_t keys,
-                                     float* grad_in) {
+// One row backward: `grad_in` (keys values) from the output gradient, the forward output and the scores
+// (+ mask, which may be null). `grad_in` may not alias the inputs.
+inline void softmax_dropout_grad_row(const float* grad, const float* out, const float* scores, const float* mask,
+                                     int64_t keys, float* grad_in) {
   float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
   for (int64_t j = 0; j < keys; ++j) dot += grad[j] * out[j];
-  const float scale = softmax_row(scores, keys, grad_in) * dot;
+  const float scale = softmax_row(scores, mask, keys, grad_in) * dot;
 #pragma omp simd
   for (int64_t j = 0; j < keys; ++j) grad_in[j] = grad[j] * out[j] - grad_in[j] * scale;
 }
