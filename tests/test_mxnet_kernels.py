@@ -8,7 +8,6 @@ SQUAD_BENCH_REQUIRE_MXNET=1 (``tests.conftest.import_mxnet_or_skip``).
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import replace
 
 import numpy as np
@@ -19,7 +18,7 @@ from tests.conftest import import_mxnet_or_skip
 mx, _ = import_mxnet_or_skip()
 
 from bench.backends.mxnet import cpu_kernels  # noqa: E402
-from bench.run import native_build  # noqa: E402
+from tests.test_native_build import assert_kernels_fall_back  # noqa: E402
 from bench.backends.mxnet.convert import encoder_config_from_hf, read_hf_config  # noqa: E402
 from bench.backends.mxnet.encoders import use_training_kernels  # noqa: E402
 from bench.backends.mxnet.heads import build_qa_model  # noqa: E402
@@ -178,19 +177,6 @@ def test_evaluation_after_training_drops_the_training_graph(kernels, tiny_dirs):
 
 
 def test_kernels_off_or_unbuildable_fall_back_with_a_reason(monkeypatch, tmp_path, caplog):
-    cpu_kernels.training_kernels.cache_clear()
-    try:
-        monkeypatch.setenv(native_build.KERNELS_ENV, "0")
-        assert cpu_kernels.training_kernels() is None
-        cpu_kernels.training_kernels.cache_clear()
-        monkeypatch.delenv(native_build.KERNELS_ENV)
-        monkeypatch.setenv("SQUAD_BENCH_CACHE", str(tmp_path))
-        monkeypatch.setattr(native_build, "COMPILER", "no-such-compiler-here")
-        with caplog.at_level(logging.WARNING, logger="bench.run"):
-            assert cpu_kernels.training_kernels() is None
-        assert "could not be built (no-such-compiler-here not found on PATH)" in caplog.text
-        assert not any(tmp_path.rglob("*.so"))
-    finally:
-        cpu_kernels.training_kernels.cache_clear()
+    assert_kernels_fall_back(cpu_kernels.training_kernels, monkeypatch, tmp_path, caplog)
     assert cpu_kernels.describe_kernels(None) == "MXNet's operators only"
     assert cpu_kernels.kernels_version(None) == "off"

@@ -47,3 +47,25 @@ def test_the_switch_turns_every_backends_kernels_off(monkeypatch):
     assert native_build.kernels_enabled()
     monkeypatch.setenv(native_build.KERNELS_ENV, "0")
     assert not native_build.kernels_enabled()
+
+
+def assert_kernels_fall_back(training_kernels, monkeypatch, tmp_path, caplog) -> None:
+    """For each backend's ``training_kernels()`` (tests/test_torch_kernels.py, tests/test_mxnet_kernels.py):
+    None when switched off, and None with a one-line warning naming the cause, building nothing, when the
+    compiler is missing. Leaves the function's cache empty."""
+    import logging
+
+    training_kernels.cache_clear()
+    try:
+        monkeypatch.setenv(native_build.KERNELS_ENV, "0")
+        assert training_kernels() is None
+        training_kernels.cache_clear()
+        monkeypatch.delenv(native_build.KERNELS_ENV)
+        monkeypatch.setenv("SQUAD_BENCH_CACHE", str(tmp_path))
+        monkeypatch.setattr(native_build, "COMPILER", "no-such-compiler-here")
+        with caplog.at_level(logging.WARNING, logger="bench.run"):
+            assert training_kernels() is None
+        assert "could not be built (no-such-compiler-here not found on PATH)" in caplog.text
+        assert not any(tmp_path.rglob("*.so"))
+    finally:
+        training_kernels.cache_clear()

@@ -3,14 +3,12 @@ formula it replaces: softmax(scores + mask) and dropout, forward and backward, f
 dropout's rate, scaling and seeding, the attention function that uses it, and the fallback."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from bench.backends.torch import cpu_kernels, cpu_training  # noqa: E402
-from bench.run import native_build  # noqa: E402
+from tests.test_native_build import assert_kernels_fall_back  # noqa: E402
 
 B, H, L = 2, 3, 20
 LENGTHS = (20, 7)
@@ -121,17 +119,6 @@ def test_what_the_kernel_takes(kernels):
 
 def test_unbuildable_or_off_falls_back_with_a_reason(monkeypatch, tmp_path, caplog):
     cpu_kernels.training_kernels.cache_clear()
-    try:
-        assert cpu_kernels.used_kernels_version() == "not used"
-        monkeypatch.setenv(native_build.KERNELS_ENV, "0")
-        assert cpu_kernels.training_kernels() is None
-        cpu_kernels.training_kernels.cache_clear()
-        monkeypatch.delenv(native_build.KERNELS_ENV)
-        monkeypatch.setenv("SQUAD_BENCH_CACHE", str(tmp_path))
-        monkeypatch.setattr(native_build, "COMPILER", "no-such-compiler-here")
-        with caplog.at_level(logging.WARNING, logger="bench.run"):
-            assert cpu_kernels.training_kernels() is None
-        assert "could not be built (no-such-compiler-here not found on PATH)" in caplog.text
-        assert cpu_kernels.used_kernels_version() == "off"
-    finally:
-        cpu_kernels.training_kernels.cache_clear()
+    assert cpu_kernels.used_kernels_version() == "not used"
+    assert_kernels_fall_back(cpu_kernels.training_kernels, monkeypatch, tmp_path, caplog)
+    assert cpu_kernels.kernels_version(None) == "off"
