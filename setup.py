@@ -14,8 +14,9 @@ setup(
     version="0.1.0",
     description="Fine-tune and benchmark ALBERT, BERT, ELECTRA, MobileBERT, RoBERTa on SQuAD 1.1/2.0",
     packages=find_packages(include=["bench", "bench.*"]),
-    # The MXNet backend compiles its CPU training kernels from this source on first use (cpu_kernels.py).
-    package_data={"bench.backends.mxnet": ["cpu_kernels.cc"]},
+    # The backends compile their CPU training kernels from these sources on first use (bench/run/native_build.py).
+    package_data={"bench.backends.mxnet": ["cpu_kernels.cc"], "bench.backends.torch": ["cpu_kernels.cc"],
+                  "bench.run": ["native/*.h"]},
     python_requires=">=3.10",
     install_requires=["numpy>=1.22", "tqdm>=4.60", "tokenizers>=0.15", "matplotlib>=3.6"],
     extras_require={
