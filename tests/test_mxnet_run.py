@@ -163,6 +163,7 @@ def _cross_evaluate(runs: dict, head: str, folder: Path, data: Path, tmp_path: P
     out = tmp_path / f"{reader}_reads_{writer}"
     ckpt = runs[writer] / "checkpoints" / "update_3" / "model.safetensors"
     assert run_squad(eval_only(base_args(folder, data, out, head=head, param_checkpoint=ckpt, backend=reader))) == 0
+    assert load_results(out / "results.json")["versions"]["cpu_kernels"] == "not used"    # evaluation builds none
     assert json.loads((out / "predictions.json").read_text()) == \
         json.loads((runs[writer] / "predictions.json").read_text())
     expected = json.loads((runs[writer] / "na_prob.json").read_text())

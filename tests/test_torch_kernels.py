@@ -118,7 +118,5 @@ def test_what_the_kernel_takes(kernels):
 
 
 def test_unbuildable_or_off_falls_back_with_a_reason(monkeypatch, tmp_path, caplog):
-    cpu_kernels.training_kernels.cache_clear()
-    assert cpu_kernels.used_kernels_version() == "not used"
     assert_kernels_fall_back(cpu_kernels.training_kernels, monkeypatch, tmp_path, caplog)
     assert cpu_kernels.kernels_version(None) == "off"

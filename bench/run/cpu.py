@@ -24,7 +24,7 @@ import logging
 import os
 import platform
 
-__all__ = ["CpuAbilities", "detect_cpu", "describe_cpu", "float32_reason", "warn_if_emulated_bf16",
+__all__ = ["CpuAbilities", "detect_cpu", "cpuinfo_text", "describe_cpu", "float32_reason", "warn_if_emulated_bf16",
            "EMULATED_BF16_COST", "NO_NATIVE_BF16", "CPU_WITHOUT_ENV"]
 
 logger = logging.getLogger(__name__)
@@ -77,13 +77,18 @@ def detect_cpu(cpuinfo_text: str | None = None, without: str = "") -> CpuAbiliti
 
 
 @functools.lru_cache(maxsize=1)
-def _this_machine() -> CpuAbilities:
+def cpuinfo_text() -> str:
+    """This machine's ``/proc/cpuinfo`` (read once per process); empty where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            text = f.read()
+            return f.read()
     except OSError:
-        text = ""
-    return _parse(text, fallback_model=platform.processor() or platform.machine() or "unknown",
+        return ""
+
+
+@functools.lru_cache(maxsize=1)
+def _this_machine() -> CpuAbilities:
+    return _parse(cpuinfo_text(), fallback_model=platform.processor() or platform.machine() or "unknown",
                   without=os.environ.get(CPU_WITHOUT_ENV, ""))
 
 

@@ -19,13 +19,13 @@ import logging
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from bench.run.cpu import detect_cpu
+from bench.core.io_utils import atomic_path
+from bench.run.cpu import cpuinfo_text, detect_cpu
 
 __all__ = ["build_library", "compile_flags", "kernels_enabled", "kernel_cache_dir", "build_failure",
-           "KERNELS_ENV", "NATIVE_INCLUDE", "COMPILER"]
+           "library_version", "KERNELS_ENV", "NATIVE_INCLUDE", "COMPILER"]
 
 logger = logging.getLogger("bench.run")
 
@@ -69,6 +69,11 @@ def build_library(name: str, sources: tuple[Path, ...], *, flags: tuple[str, ...
     return library
 
 
+def library_version(library: Path | None) -> str:
+    """For results.json's ``versions.cpu_kernels``: a built library's name (it carries the build key), or 'off'."""
+    return library.stem if library else "off"
+
+
 def build_failure(error: Exception) -> str:
     """One line on why ``build_library`` failed."""
     if isinstance(error, subprocess.CalledProcessError):
@@ -89,23 +94,12 @@ def _key(compiler: str, sources: tuple[Path, ...], flags: tuple[str, ...], key_p
 
 def _cpu_flags() -> str:
     """This CPU's flag line (``-march=native`` compiles for it)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return next((line for line in cpuinfo_text().splitlines() if line.startswith("flags")), "")
 
 
 def _compile(compiler: str, sources: tuple[Path, ...], flags: tuple[str, ...], includes: tuple[Path, ...],
              library: Path) -> None:
-    library.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{library.name}.", suffix=".tmp", dir=library.parent)
-    os.close(fd)
-    try:
-        subprocess.run([compiler, *flags, *(f"-I{path}" for path in includes), *map(str, sources), "-o", tmp],
+    with atomic_path(library) as tmp:
+        subprocess.run([compiler, *flags, *(f"-I{path}" for path in includes), *map(str, sources), "-o", str(tmp)],
                        capture_output=True, text=True, check=True)
-        os.replace(tmp, library)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     logger.info("built %s", library)

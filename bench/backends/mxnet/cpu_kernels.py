@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backends.mxnet.compat import import_mxnet
-from bench.run.native_build import KERNELS_ENV, build_failure, build_library, kernels_enabled
+from bench.run.cpu import detect_cpu
+from bench.run.native_build import KERNELS_ENV, build_failure, build_library, kernels_enabled, library_version
 
 __all__ = ["TrainingKernels", "training_kernels", "describe_kernels", "kernels_version", "OP_NAME", "LAYER_NORM_OP"]
 
@@ -87,8 +88,8 @@ def describe_kernels(kernels: TrainingKernels | None) -> str:
 
 
 def kernels_version(kernels: TrainingKernels | None) -> str:
-    """For results.json's ``versions``: the library's name (it carries the build key), or 'off'."""
-    return kernels.library.stem if kernels else "off"
+    """For results.json's ``versions.cpu_kernels``."""
+    return library_version(kernels.library if kernels else None)
 
 
 def _mxnet_threads() -> int:
@@ -97,4 +98,4 @@ def _mxnet_threads() -> int:
         value = os.environ.get(name, "").split(",")[0].strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return detect_cpu().cores_available

@@ -185,8 +185,10 @@ class MxSession:
         mx.random.seed(config.seed)     # the QA head's initialisation (rank 0's is broadcast before training)
         np.random.seed(config.seed)
         self.on_cpu = self.ctx.device_type == "cpu"
-        # float32 on the CPU (refuse_dtype): training graphs use our kernels there, where they build.
-        self.kernels = training_kernels() if self.on_cpu else None
+        # float32 on the CPU (refuse_dtype): training graphs use our kernels there, where they build; a run
+        # that does not train neither builds nor loads them.
+        self.trains_on_cpu = self.on_cpu and config.do_train
+        self.kernels = training_kernels() if self.trains_on_cpu else None
         self.device_label = f"{self.ctx} (mxnet {mx.__version__}; {describe_kernels(self.kernels)})"
         self.amp = init_amp(config)
 
@@ -231,7 +233,7 @@ class MxSession:
         on_gpu = self.ctx.device_type == "gpu"
         # Host peak RSS: MXNet 1.x has no peak-allocation counter for GPU memory.
         memory = {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "rss"}
-        return RunFacts(memory=memory, versions={**library_versions(LIBRARIES),
-                                                 "cpu_kernels": kernels_version(self.kernels)},
+        kernels = kernels_version(self.kernels) if self.trains_on_cpu else "not used"
+        return RunFacts(memory=memory, versions={**library_versions(LIBRARIES), "cpu_kernels": kernels},
                         hardware=hardware_info(f"gpu({self.ctx.device_id}) via MXNet" if on_gpu else None,
                                                1 if on_gpu else 0))

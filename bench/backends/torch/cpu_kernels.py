@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from bench.run.native_build import KERNELS_ENV, build_failure, build_library, kernels_enabled
+from bench.run.native_build import KERNELS_ENV, build_failure, build_library, kernels_enabled, library_version
 
-__all__ = ["TorchKernels", "training_kernels", "softmax_dropout", "kernels_version", "used_kernels_version"]
+__all__ = ["TorchKernels", "training_kernels", "softmax_dropout", "kernels_version"]
 
 logger = logging.getLogger("bench.run")
 
@@ -78,14 +78,8 @@ def training_kernels() -> TorchKernels | None:
 
 
 def kernels_version(kernels: TorchKernels | None) -> str:
-    """For results.json's ``versions``: the library's name (it carries the build key), or 'off'."""
-    return kernels.library.stem if kernels else "off"
-
-
-def used_kernels_version() -> str:
-    """For results.json: ``kernels_version`` if this process trained on the CPU (and so asked for the kernel),
-    else 'not used' (evaluation, GPUs)."""
-    return kernels_version(training_kernels()) if training_kernels.cache_info().currsize else "not used"
+    """For results.json's ``versions.cpu_kernels``."""
+    return library_version(kernels.library if kernels else None)
 
 
 def softmax_dropout(kernels: TorchKernels, scores: torch.Tensor, mask: torch.Tensor | None, p: float) -> torch.Tensor:

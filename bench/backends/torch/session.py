@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.backends.torch.cpu_kernels import used_kernels_version
+from bench.backends.torch.cpu_kernels import kernels_version, training_kernels
 from bench.backends.torch.dist import init_comm
 from bench.backends.torch.inference import predict_windows
 from bench.backends.torch.modeling import build_qa_model, inference_model, load_tokenizer, resolve_model_source
@@ -62,6 +62,7 @@ class TorchSession:
         np.random.seed(config.seed)
         self.rank, self.world_size, self.is_main = self.comm.rank, self.comm.world_size, self.comm.is_main
         self.on_cpu = self.device.type == "cpu"
+        self.trains_on_cpu = self.on_cpu and config.do_train      # CPU training asks for our attention kernel
         warn_if_emulated_bf16(config.dtype, self.device.type, main=self.is_main)
         self.launcher, self.device_label = self.world.launcher, str(self.device)
 
@@ -124,5 +125,6 @@ class TorchSession:
             memory = {"peak_bytes": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "kind": "rss"}
         hardware = hardware_info(torch.cuda.get_device_name(self.device) if on_gpu else None,
                                  torch.cuda.device_count() if on_gpu else 0)
-        return RunFacts(memory=memory, versions={**library_versions(LIBRARIES), "cpu_kernels": used_kernels_version()},
+        kernels = kernels_version(training_kernels()) if self.trains_on_cpu else "not used"
+        return RunFacts(memory=memory, versions={**library_versions(LIBRARIES), "cpu_kernels": kernels},
                         hardware=hardware)
