@@ -215,8 +215,8 @@ def _demo_lines(caplog) -> list[str]:
 
 def test_demo_picks_its_recipe_by_the_cpus_bf16_and_prints_it(fake_cpu, monkeypatch, caplog, minilm_dir, squad_dir,
                                                                tmp_path):
-    """float32 on a CPU does half the arithmetic per second: one epoch over the answer windows; bfloat16 keeps
-    1.5 epochs over every window. Explicit --epochs/--lr win over either recipe."""
+    """float32 on a CPU does half the arithmetic per second: one epoch over the answer windows, no dropout;
+    bfloat16 keeps 1.5 epochs over every window. Explicit --epochs/--lr win over either recipe."""
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -230,10 +230,11 @@ def test_demo_picks_its_recipe_by_the_cpus_bf16_and_prints_it(fake_cpu, monkeypa
         assert demo.main(["--output_dir", str(tmp_path)]) == 3
         config = stop.configs[-1]
         (recipe,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("recipe: ")]
-        chosen[name] = (config.dtype, config.epochs, config.answer_windows_only, config.batch_size, config.lr, recipe)
-    assert chosen["avx2"] == ("float32", 1.0, True, 8, 2e-4,
-                              "recipe: float32 CPU (1 epoch over the answer windows, batches of 8)")
-    assert chosen["amx"] == ("bfloat16", 1.5, False, 16, 2e-4, "recipe: bfloat16 (1.5 epochs, every window)")
+        chosen[name] = (config.dtype, config.epochs, config.answer_windows_only, config.batch_size, config.lr,
+                        config.backbone_dropout, config.classifier_dropout, recipe)
+    assert chosen["avx2"] == ("float32", 1.0, True, 8, 2e-4, 0.0, 0.0,
+                              "recipe: float32 CPU (1 epoch over the answer windows, batches of 8, no dropout)")
+    assert chosen["amx"] == ("bfloat16", 1.5, False, 16, 2e-4, None, 0.1, "recipe: bfloat16 (1.5 epochs, every window)")
     fake_cpu(XEON_AMX)                      # an explicit float32 on a bf16 CPU gets the float32 recipe
     assert demo.main(["--output_dir", str(tmp_path), "--dtype", "float32", "--epochs", "2", "--lr", "1e-4"]) == 3
     config = stop.configs[-1]

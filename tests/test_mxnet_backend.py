@@ -266,6 +266,25 @@ def test_hybridized_training_forward_and_backward(head, tiny_dirs, train_example
     assert without_grad == []
 
 
+@pytest.mark.parametrize("family", CONVERTED_FAMILIES)
+def test_backbone_dropout_replaces_the_config_rates(family, tiny_dirs, train_examples):
+    """--backbone_dropout 0 on a folder whose config.json says 0.1: two training-mode passes agree (the
+    backbone's dropout is off, under the family's own keys); without the flag they differ."""
+    from bench.backends.mxnet.session import load_model
+    from bench.core.flags import config_from_dict
+
+    for backbone_dropout, same in ((0.0, True), (None, False)):
+        config = config_from_dict({"backend": "mxnet", "model_path": str(tiny_dirs[family]), "head": "basic",
+                                   "classifier_dropout": 0.0, "backbone_dropout": backbone_dropout,
+                                   "max_seq_length": 128, "max_query_length": 32, "do_eval": True,
+                                   "dev_file": "unused.json"})
+        source, tokenizer, model = load_model(config, mx.cpu())
+        nd = batch_to_nd(_first_batch(train_examples, tokenizer, source.input_style))
+        with mx.autograd.record(train_mode=True):
+            first, second = (_gluon_loss(model, nd).asnumpy() for _ in range(2))
+        assert np.array_equal(first, second) == same, (family, backbone_dropout)
+
+
 def test_fused_inference_graph_predicts_the_same_and_training_after_it_is_unchanged(tiny_dirs, train_examples):
     """predict_windows builds oneDNN-fused graphs on the CPU: the same scores as the plain graph, and
     afterwards the encoder trains exactly as one that never predicted (same gradients)."""

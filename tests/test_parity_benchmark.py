@@ -13,8 +13,8 @@ from benchmarks import framework_parity
 
 def test_the_recipe_is_the_float32_demo_recipe_and_valid_on_both_backends(tmp_path):
     flags = framework_parity.recipe_flags(Path("train.json"), Path("dev.json"), Path("minilm"))
-    assert (flags["dtype"], flags["epochs"], flags["answer_windows_only"], flags["batch_size"], flags["lr"]) == \
-        ("float32", 1.0, True, 8, 2e-4)
+    assert (flags["dtype"], flags["epochs"], flags["answer_windows_only"], flags["batch_size"], flags["lr"],
+            flags["backbone_dropout"], flags["classifier_dropout"]) == ("float32", 1.0, True, 8, 2e-4, 0.0, 0.0)
     for backend in ("torch", "mxnet"):
         config = config_from_dict({**flags, "backend": backend, "seed": 1, "output_dir": str(tmp_path / backend)})
         assert config.backend == backend and config.model_path == "minilm"

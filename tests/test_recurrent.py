@@ -178,6 +178,17 @@ def test_layer_rules_are_refused_with_the_reason(small_run, tmp_path, capsys, fl
     assert f"--{flag} does not apply to LSTM baseline" in capsys.readouterr().err
 
 
+def test_backbone_dropout_is_refused_naming_rnn_dropout(small_run, tmp_path, capsys):
+    data, out, _ = small_run
+    assert run_squad(word_args("bidaf", data, tmp_path / "r", backbone_dropout=0.0)) == 2
+    assert "--backbone_dropout does not apply to BiDAF (bidaf): it has no pretrained backbone config; its " \
+        "dropout is --rnn_dropout" in "\n".join(error_lines(capsys.readouterr().err))
+    # through --model_path the family is known once the folder is read: the model loader refuses it
+    assert run_squad(word_args("bidaf", data, tmp_path / "p", model_path=out / "model", num_train_steps=1,
+                               backbone_dropout=0.0)) == 2
+    assert "--backbone_dropout does not apply to LSTM baseline" in capsys.readouterr().err
+
+
 def test_mxnet_refuses_the_families_naming_the_torch_backend(small_run, tmp_path, capsys):
     from bench.core.families import UnknownFamilyError, get_family
     for name in ("lstm_baseline", "bidaf"):

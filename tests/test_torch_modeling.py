@@ -140,6 +140,30 @@ def test_backbone_path_overrides_weights_with_strict_keys(tmp_path, tiny_dirs):
         build_qa_model(source, backbone_path=tmp_path / "partial.safetensors")
 
 
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_backbone_dropout_replaces_the_config_rates(family, tiny_dirs):
+    """--backbone_dropout 0 sets the family's config keys and switches the backbone's dropout off: two
+    training-mode passes agree; with config.json's 0.1 they differ."""
+    source = resolve_model_source("unused", str(tiny_dirs[family]))
+    tokenizer = load_tokenizer(source)
+    batch = encode_qa_batch(tokenizer, QUESTIONS, CONTEXTS)
+    for backbone_dropout, same in ((0.0, True), (None, False)):
+        model = build_qa_model(source, head="basic", dropout=0.0, backbone_dropout=backbone_dropout).train()
+        config = model.backbone.config
+        keys = get_family(family).dropout_keys
+        assert [getattr(config, key) for key in keys] == [0.0 if same else 0.1] * len(keys)
+        first, second = (model(**batch, **labels(batch))["loss"] for _ in range(2))
+        assert torch.equal(first, second) == same, (family, backbone_dropout)
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1"])
+def test_backbone_dropout_out_of_range_is_refused_naming_the_flag(value, tmp_path):
+    from bench.core.flags import ConfigError, config_from_args
+    with pytest.raises(ConfigError) as error:
+        config_from_args(["--do_train", "--model_path", str(tmp_path), "--backbone_dropout", value])
+    assert str(error.value) == f"--backbone_dropout must be in [0, 1), got {float(value)}"
+
+
 # ---------------------------------------------------------------------------------------- heads
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 def test_forward_gives_finite_per_window_loss_for_both_heads(family, tiny):

@@ -12,6 +12,7 @@ A *family* is what a checkpoint's ``config.json`` calls its ``model_type`` (``be
 * whether positions are numbered after the padding index (how long a window may be);
 * which Linear layers are the feed-forward blocks' output projections (``ffn_output_pattern``),
   kept in float32 by ``--dtype int8``;
+* which ``config.json`` keys hold the backbone's dropout rates (``dropout_keys``), set by ``--backbone_dropout``;
 * the name reports print;
 * for each backend, the module that builds the family's encoder there. A backend without an
   entry refuses the family with a message naming the backends that have one.
@@ -67,6 +68,9 @@ class ModelFamily:
     # Trained from scratch on word input: no pretrained checkpoint; the run script builds the model
     # folder (vocabulary, tokenizer, initial embeddings) from the training data (bench.run.word_model).
     from_scratch: bool = False
+    # config.json keys of the backbone's dropout rates (hidden states, attention probabilities), which
+    # --backbone_dropout replaces; () where the family has none (the recurrent baselines: --rnn_dropout).
+    dropout_keys: tuple[str, ...] = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
     def __post_init__(self):
         object.__setattr__(self, "backends", dict(self.backends))
@@ -103,6 +107,18 @@ class ModelFamily:
             if self.no_layers and on:
                 raise ConfigError(f"--{flag} does not apply to {self.display_name} ({self.name}): {self.no_layers}")
 
+    def dropout_overrides(self, backbone_dropout: float | None) -> dict[str, float]:
+        """The config.json values --backbone_dropout replaces: {} without the flag; refused where the family
+        has no such keys."""
+        from bench.core.flags import ConfigError
+
+        if backbone_dropout is None:
+            return {}
+        if not self.dropout_keys:
+            raise ConfigError(f"--backbone_dropout does not apply to {self.display_name} ({self.name}): it has no "
+                              f"pretrained backbone config; its dropout is --rnn_dropout")
+        return {key: backbone_dropout for key in self.dropout_keys}
+
     def backend_module(self, backend: str) -> str:
         """The module that builds this family's encoder on ``backend``; a clear error if there is none."""
         return backend_implementation(self, backend, f"model type {self.name!r} ({self.display_name})",
@@ -126,7 +142,8 @@ for _family in (
                 r"encoder\.albert_layer_groups\.(\d+)\.", {"torch": _HF_TORCH, "mxnet": _GLUON},
                 num_layers_key="num_hidden_groups", ffn_output_pattern=r"\.ffn_output$"),
     ModelFamily("distilbert", "DistilBERT", "bert", ("embeddings.",), r"transformer\.layer\.(\d+)\.",
-                {"torch": _HF_TORCH, "mxnet": _GLUON}, num_layers_key="n_layers", ffn_output_pattern=r"\.ffn\.lin2$"),
+                {"torch": _HF_TORCH, "mxnet": _GLUON}, num_layers_key="n_layers", ffn_output_pattern=r"\.ffn\.lin2$",
+                dropout_keys=("dropout", "attention_dropout")),
     ModelFamily("mobilebert", "MobileBERT", "bert", ("embeddings.",), _LAYER,
                 {"torch": _HF_TORCH, "mxnet": "bench.backends.mxnet.mobilebert"},
                 ffn_output_pattern=r"(^|\.)layer\.\d+\.(ffn\.\d+\.)?output\.dense$"),
@@ -140,8 +157,8 @@ _NO_LAYERS = ("its encoder is a few recurrent blocks of different kinds, not a s
               "--word_vectors (frozen unless --train_word_vectors)")
 for _family in (
     ModelFamily("lstm_baseline", "LSTM baseline", "bert", ("embeddings.",), r"(?!)", {"torch": _RECURRENT_TORCH},
-                sdpa=False, no_layers=_NO_LAYERS, from_scratch=True),
+                sdpa=False, no_layers=_NO_LAYERS, from_scratch=True, dropout_keys=()),
     ModelFamily("bidaf", "BiDAF", "bert", ("embeddings.",), r"(?!)", {"torch": _RECURRENT_TORCH},
-                sdpa=False, no_layers=_NO_LAYERS, from_scratch=True),
+                sdpa=False, no_layers=_NO_LAYERS, from_scratch=True, dropout_keys=()),
 ):
     register_family(_family)

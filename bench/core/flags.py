@@ -95,6 +95,10 @@ class RunConfig:
     layerwise_decay: float = _flag(-1.0, 'layer-wise LR decay factor d in (0, 1]; <= 0 disables')
     untunable_depth: float = _flag(-1, 'freeze the embeddings and this many lowest layers; < 0 disables')
     classifier_dropout: float = _flag(0.1, 'dropout in the QA head')
+    backbone_dropout: float | None = _flag(None,
+        "dropout inside the pretrained backbone (hidden states and attention probabilities), replacing its "
+        "config.json's rates (BERT: hidden_dropout_prob, attention_probs_dropout_prob); default: config.json's",
+        gluon=False)
     # data pre/post-processing
     max_seq_length: int = _flag(512, 'tokens per window')
     doc_stride: int = _flag(128, 'window stride (see --stride_mode)')
@@ -247,6 +251,8 @@ def validate(config) -> None:
     _check(config.layerwise_decay <= 1.0, f"--layerwise_decay must be <= 1, got {config.layerwise_decay}")
     _check(0.0 <= config.classifier_dropout < 1.0,
            f"--classifier_dropout must be in [0, 1), got {config.classifier_dropout}")
+    _check(config.backbone_dropout is None or 0.0 <= config.backbone_dropout < 1.0,
+           f"--backbone_dropout must be in [0, 1), got {config.backbone_dropout}")
     _check(config.max_query_length < config.max_seq_length,
            f"--max_query_length ({config.max_query_length}) must be below --max_seq_length "
            f"({config.max_seq_length})")
@@ -303,6 +309,7 @@ def _validate_word_model(config) -> None:
         family = get_family(spec.family)
         family.backend_module(config.backend)       # e.g. --backend mxnet: one line naming --backend torch
         family.refuse_layer_rules(config.layerwise_decay, config.untunable_depth)
+        family.dropout_overrides(config.backbone_dropout)
         _check(config.word_vectors is None or os.path.isfile(config.word_vectors),
                f"--word_vectors {config.word_vectors}: no such file")
     elif config.word_vectors or config.train_word_vectors:

@@ -32,6 +32,7 @@ from bench.backends.mxnet.cpu_kernels import describe_kernels, kernels_version, 
 from bench.backends.mxnet.inference import predict_windows
 from bench.backends.mxnet.optim import apply_rules, build_trainer, parameter_rules, trainable_params
 from bench.backends.mxnet.steps import MxSteps, parameter_digest
+from bench.core.families import get_family
 from bench.core.flags import ConfigError
 from bench.core.losses import loss_setting
 from bench.run.backend import LoadedModel, TrainingSetup
@@ -116,7 +117,8 @@ def load_model(config, ctx, kernels=None) -> tuple:
     # Checked before the model is built: a missing or pickled file fails in one line naming the flag.
     weights = param_checkpoint_file(config.param_checkpoint) if config.param_checkpoint else None
     tokenizer = load_tokenizer(source)
-    hf = read_hf_config(source.folder)
+    # --backbone_dropout replaces config.json's rates under the family's own keys, as the torch backend does.
+    hf = {**read_hf_config(source.folder), **get_family(source.family).dropout_overrides(config.backbone_dropout)}
     encoder_config = encoder_config_from_hf(hf, where=source.source)
     model = build_qa_model(encoder_config, head=config.head, dropout=config.classifier_dropout,
                            loss=loss_setting(config),

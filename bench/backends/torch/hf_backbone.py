@@ -36,12 +36,15 @@ QA_OUTPUTS = ("qa_outputs.weight", "qa_outputs.bias")
 logger = logging.getLogger(__name__)
 
 
-def load_backbone(source: ModelFolder) -> nn.Module:
-    """The pretrained encoder, float32, without pooler, with SDPA attention where supported."""
+def load_backbone(source: ModelFolder, config_overrides: dict | None = None) -> nn.Module:
+    """The pretrained encoder, float32, without pooler, with SDPA attention where supported;
+    ``config_overrides`` replace config.json values (--backbone_dropout's rates)."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     config = AutoConfig.from_pretrained(source.folder, trust_remote_code=False, local_files_only=True)
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
     family = get_family(config.model_type)
     model_class = MODEL_MAPPING[type(config)]
     sdpa = family.sdpa and getattr(model_class, "_supports_sdpa", False)

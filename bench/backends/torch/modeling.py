@@ -34,10 +34,13 @@ __all__ = ["ModelSourceError", "QAModel", "distillation_kl", "resolve_model_sour
 resolve_model_source = resolve_model_folder
 
 
-def load_backbone(source: ModelFolder) -> nn.Module:
-    """The pretrained encoder of ``source``, built by its family's torch module."""
+def load_backbone(source: ModelFolder, backbone_dropout: float | None = None) -> nn.Module:
+    """The pretrained encoder of ``source``, built by its family's torch module; ``backbone_dropout``
+    (--backbone_dropout) replaces its config.json's dropout rates."""
     family = get_family(source.family)
-    return load_implementation(family.backend_module("torch") + ":load_backbone")(source)
+    load = load_implementation(family.backend_module("torch") + ":load_backbone")
+    overrides = family.dropout_overrides(backbone_dropout)
+    return load(source, config_overrides=overrides) if overrides else load(source)
 
 
 def _accepts_token_types(backbone: nn.Module) -> bool:
@@ -161,14 +164,16 @@ def _candidates(candidate_mask, attention_mask) -> torch.Tensor:
 
 
 def build_qa_model(source: ModelFolder, head: str = "conditional", dropout: float = 0.1,
-                   backbone_path: str | Path | None = None, loss="ce") -> QAModel:
+                   backbone_path: str | Path | None = None, loss="ce",
+                   backbone_dropout: float | None = None) -> QAModel:
     """Pretrained backbone of ``source`` (optionally overwritten by ``backbone_path``) + a fresh QA head,
     or, for a fine-tuned ``*ForQuestionAnswering`` folder and ``head="basic"``, its trained head
     (``hf_backbone.load_trained_qa_head``).
 
     ``loss``: a ``--loss`` name (its flags' defaults) or a ``bench.core.losses.LossSetting``
-    (``loss_setting(config)``: the name with the run's flag values, e.g. ``--focal_gamma``)."""
-    backbone = load_backbone(source)
+    (``loss_setting(config)``: the name with the run's flag values, e.g. ``--focal_gamma``).
+    ``backbone_dropout``: --backbone_dropout (None: config.json's rates)."""
+    backbone = load_backbone(source, backbone_dropout)
     if backbone_path:
         load_backbone_weights(backbone, Path(backbone_path))
     model = QAModel(backbone, head=head, dropout=dropout, loss=loss)

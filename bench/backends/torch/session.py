@@ -83,7 +83,8 @@ class TorchSession:
         weights = param_checkpoint_file(config.param_checkpoint) if config.param_checkpoint else None
         tokenizer = load_tokenizer(source)
         model = build_qa_model(source, head=config.head, dropout=config.classifier_dropout,
-                               backbone_path=config.backbone_path, loss=loss_setting(config))
+                               backbone_path=config.backbone_path, loss=loss_setting(config),
+                               backbone_dropout=config.backbone_dropout)
         if weights is not None:
             load_model_weights(model, weights, label=f"--param_checkpoint {weights}")
         model = model.to(self.device)
