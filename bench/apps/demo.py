@@ -49,8 +49,8 @@ DEMO_FLAGS = {
 # A CPU that trains in float32 (no native bfloat16) does about half the arithmetic per second, so its recipe does
 # about half the arithmetic: one epoch over the windows that hold their answer (4,706 of 6,160), in batches of 8:
 # 589 updates instead of 295 for the same arithmetic, worth +0.6 median F1 over five seeds. Without dropout (backbone
-# and head): one short epoch underfits, and dropout only slowed its learning: F1 57.6-59.7 over four seeds against
-# 53.8-55.9 with it. Chosen by measurement (docs/speed.md#the-demo-on-each-cpu-kind); README gives the result.
+# and head): one short epoch underfits, and dropout only slowed its learning: F1 57.6-59.7 over six seeds against
+# 53.8-55.9 over three with it. Chosen by measurement (docs/speed.md#the-demo-on-each-cpu-kind); README gives the result.
 FLOAT32_CPU_CHANGES = {"epochs": 1.0, "answer_windows_only": True, "batch_size": 8, "backbone_dropout": 0.0,
                        "classifier_dropout": 0.0}
 
