@@ -17,7 +17,7 @@ the embedding gradient halve), AdamW at 2e-4 with 10% warm-up then linear decay,
 * float32 on a CPU (no native bf16; the log says why): one epoch over the windows that hold their answer
   (``--answer_windows_only``) in batches of 8 (twice the updates of batches of 16, for the same arithmetic),
   about half the arithmetic, because float32 runs at about half the speed; and no dropout
-  (``--backbone_dropout 0 --classifier_dropout 0``), which that short epoch learns better and faster without.
+  (``--backbone_dropout 0 --classifier_dropout 0``): that short epoch learns more without it (F1 +2.6 median).
 
 The measured EM/F1 and times of both, with the CPU they ran on, are in README.md.
 """

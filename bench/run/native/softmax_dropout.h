@@ -56,6 +56,8 @@ inline uint64_t row_stream(uint64_t seed, int64_t row) { return splitmix64(seed 
 // Writes exp(s_j + m_j - max) for j < keys into `weights` and returns 1 / their sum; `mask` (additive,
 // m_j) may be null.
 inline float softmax_row(const float* scores, const float* mask, int64_t keys, float* weights) {
+  // Two copies of the same loops on purpose: a mask test inside them would keep the compiler from
+  // vectorizing, and reading a row of zeros instead would cost a load per score.
   if (mask == nullptr) {
     float top = scores[0];
 #pragma omp simd reduction(max : top)
